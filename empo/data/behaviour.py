@@ -1,0 +1,276 @@
+"""Behaviour policies for building D4RL-like datasets.
+
+Training uses stable-baselines3's SAC online, stopping on evaluation thresholds as D4RL did
+(DESIGN.md section 4): the first policy whose *stochastic* evaluation return reaches the D4RL
+medium band becomes ``medium`` (and the replay buffer up to that moment becomes
+``medium-replay``); training may go on to an ``expert`` threshold. Only the actor weights are
+kept (a few hundred kB), so datasets can be rebuilt by collecting alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from empo.data.tasks import ENVS, EnvSpec
+from empo.errors import EmpoError
+
+POLICY_DIR = Path(__file__).parent / "policies"
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's SAC actor bounds
+
+
+class PolicyActor(nn.Module):
+    """A tanh-Gaussian MLP actor with stable-baselines3's SAC layout, for data collection."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = obs_dim
+        for width in hidden:
+            layers += [nn.Linear(last, width), nn.ReLU()]
+            last = width
+        self.latent_pi = nn.Sequential(*layers)
+        self.mu = nn.Linear(last, act_dim)
+        self.log_std = nn.Linear(last, act_dim)
+
+    @torch.no_grad()
+    def act(
+        self, obs: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> np.ndarray:
+        latent = self.latent_pi(torch.as_tensor(obs, dtype=torch.float32))
+        mean = self.mu(latent)
+        if deterministic:
+            return torch.tanh(mean).numpy()
+        std = self.log_std(latent).clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+        noise = torch.randn(mean.shape, generator=generator)
+        return torch.tanh(mean + std * noise).numpy()
+
+
+@dataclass
+class SavedPolicy:
+    actor: PolicyActor
+    meta: dict[str, Any]
+
+
+def policy_path(env_name: str, level: str, directory: Path | None = None) -> Path:
+    return (directory or POLICY_DIR) / f"{env_name}-{level}.pt"
+
+
+def save_policy(path: Path, actor_state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": {k: v.detach().cpu().clone() for k, v in actor_state.items()}, "meta": meta}, tmp)
+    tmp.replace(path)
+
+
+def load_policy(path: Path, spec: EnvSpec) -> SavedPolicy:
+    if not path.is_file():
+        raise EmpoError(f"behaviour policy not found: {path}")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    actor = PolicyActor(spec.obs_dim, spec.act_dim)
+    try:
+        actor.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise EmpoError(f"{path}: not a behaviour policy for {spec.gym_id}: {exc}") from None
+    actor.eval()
+    return SavedPolicy(actor, dict(blob.get("meta", {})))
+
+
+def find_policy(env_name: str, level: str, run_dir: Path | None = None) -> Path | None:
+    """A locally trained policy (in ``run_dir``) wins over the shipped one."""
+    for directory in ([run_dir] if run_dir else []) + [POLICY_DIR]:
+        path = policy_path(env_name, level, directory)
+        if path.is_file():
+            return path
+    return None
+
+
+def _actor_state(model: Any) -> dict[str, torch.Tensor]:
+    actor = model.actor
+    state = {}
+    for prefix in ("latent_pi", "mu", "log_std"):
+        for key, value in getattr(actor, prefix).state_dict().items():
+            state[f"{prefix}.{key}"] = value
+    return state
+
+
+def evaluate_actor(
+    actor: PolicyActor, gym_id: str, episodes: int, seed: int, deterministic: bool = False
+) -> tuple[float, float]:
+    """Mean and std of the return over ``episodes`` episodes, all envs stepped in lockstep."""
+    import gymnasium as gym
+
+    envs = [gym.make(gym_id) for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    returns = np.zeros(episodes)
+    alive = np.ones(episodes, dtype=bool)
+    gen = torch.Generator().manual_seed(seed)
+    while alive.any():
+        actions = actor.act(obs, deterministic=deterministic, generator=gen)
+        for i in np.flatnonzero(alive):
+            o, r, term, trunc, _ = envs[i].step(actions[i])
+            obs[i] = o
+            returns[i] += r
+            if term or trunc:
+                alive[i] = False
+    for env in envs:
+        env.close()
+    return float(returns.mean()), float(returns.std())
+
+
+def default_targets(spec: EnvSpec) -> dict[str, float]:
+    """Stochastic-evaluation thresholds: D4RL medium's mean return, and 90% of D4RL expert's."""
+    return {"medium": 0.95 * spec.medium_return, "expert": 0.9 * spec.expert_return}
+
+
+def train_behaviour(
+    env_name: str,
+    out_dir: Path,
+    until: str = "medium",
+    seed: int = 0,
+    max_steps: int = 1_000_000,
+    eval_every: int = 5000,
+    eval_episodes: int = 10,
+    targets: dict[str, float] | None = None,
+    checkpoint_every: int = 50_000,
+    progress: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train SAC on ``env_name`` until the ``until`` level ("medium" or "expert") is reached.
+
+    Writes into ``out_dir``: ``<env>-medium.pt`` (and ``<env>-expert.pt``), ``medium_replay.npz``
+    (the replay buffer when medium was reached), ``state.json`` and a resumable checkpoint.
+    """
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import gymnasium as gym
+
+    if env_name not in ENVS:
+        raise EmpoError(f"unknown env '{env_name}'; valid: {', '.join(ENVS)}")
+    if until not in ("medium", "expert"):
+        raise EmpoError(f"--until must be 'medium' or 'expert', got '{until}'")
+    spec = ENVS[env_name]
+    targets = {**default_targets(spec), **(targets or {})}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "state.json"
+    state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state.setdefault("env", env_name)
+    state.setdefault("seed", seed)
+    state.setdefault("targets", targets)
+    state.setdefault("evaluations", [])
+    state.setdefault("reached", {})
+    state.setdefault("wall_seconds", 0.0)
+    levels = ["medium"] + (["expert"] if until == "expert" else [])
+    if all(level in state["reached"] for level in levels):
+        log(f"{env_name}: already reached {', '.join(levels)} in {out_dir}")
+        return state
+
+    ckpt = out_dir / "checkpoint.zip"
+    buffer_ckpt = out_dir / "replay_buffer.pkl"
+    env = gym.make(spec.gym_id)
+    if ckpt.is_file() and buffer_ckpt.is_file():
+        model = SAC.load(ckpt, env=env, device="cpu")
+        model.load_replay_buffer(buffer_ckpt)
+        log(f"{env_name}: resuming from step {model.num_timesteps}")
+    else:
+        model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0, learning_starts=10_000)
+    started = time.time()
+    wall_before = float(state["wall_seconds"])
+
+    def save_state() -> None:
+        state["wall_seconds"] = wall_before + time.time() - started
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(state_path)
+
+    def save_replay(path: Path) -> None:
+        buf = model.replay_buffer
+        n = buf.buffer_size if buf.full else buf.pos
+        dones = buf.dones[:n, 0].astype(bool)
+        timeouts = buf.timeouts[:n, 0].astype(bool)
+        np.savez_compressed(
+            path,
+            observations=buf.observations[:n, 0].astype(np.float32),
+            actions=buf.actions[:n, 0].astype(np.float32),
+            rewards=buf.rewards[:n, 0].astype(np.float32),
+            next_observations=buf.next_observations[:n, 0].astype(np.float32),
+            terminals=(dones & ~timeouts).astype(np.float32),
+            timeouts=timeouts.astype(np.float32),
+        )
+
+    class Thresholds(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bar = None
+            if progress:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=max_steps, initial=model.num_timesteps, desc=f"{env_name} SAC", unit="step")
+
+        def _on_step(self) -> bool:
+            if self.bar is not None:
+                self.bar.update(1)
+            steps = self.num_timesteps
+            if steps % checkpoint_every == 0:
+                model.save(ckpt)
+                model.save_replay_buffer(buffer_ckpt)
+                save_state()
+            if steps % eval_every or steps < model.learning_starts:
+                return True
+            actor = PolicyActor(spec.obs_dim, spec.act_dim)
+            actor.load_state_dict(_actor_state(model))
+            mean, std = evaluate_actor(actor, spec.gym_id, eval_episodes, seed=10_000 + steps)
+            state["evaluations"].append({"step": steps, "stochastic_return": mean, "std": std})
+            if self.bar is not None:
+                self.bar.set_postfix(eval=f"{mean:.0f}")
+            if mean > state.get("best_return", -np.inf):
+                # kept so that a run cut short still leaves its best policy behind
+                state["best_return"] = mean
+                state["best_step"] = steps
+                save_policy(
+                    out_dir / f"{env_name}-best.pt",
+                    _actor_state(model),
+                    {"env": env_name, "gym_id": spec.gym_id, "level": "best", "train_steps": steps,
+                     "stochastic_return": mean, "stochastic_return_std": std, "seed": state["seed"]},
+                )
+            for level in levels:
+                if level in state["reached"] or mean < targets[level]:
+                    continue
+                meta = {
+                    "env": env_name,
+                    "gym_id": spec.gym_id,
+                    "level": level,
+                    "train_steps": steps,
+                    "stochastic_return": mean,
+                    "stochastic_return_std": std,
+                    "target": targets[level],
+                    "seed": state["seed"],
+                    "wall_seconds": wall_before + time.time() - started,
+                }
+                save_policy(policy_path(env_name, level, out_dir), _actor_state(model), meta)
+                if level == "medium":
+                    save_replay(out_dir / "medium_replay.npz")
+                state["reached"][level] = meta
+                log(f"\n{env_name}: {level} reached at step {steps}: stochastic return {mean:.1f} +- {std:.1f}")
+            save_state()
+            return not all(level in state["reached"] for level in levels)
+
+    callback = Thresholds()
+    try:
+        model.learn(total_timesteps=max_steps - model.num_timesteps, callback=callback, reset_num_timesteps=False)
+    finally:
+        if callback.bar is not None:
+            callback.bar.close()
+        save_state()
+    if not all(level in state["reached"] for level in levels):
+        missing = [level for level in levels if level not in state["reached"]]
+        log(f"{env_name}: stopped at {max_steps} steps without reaching {', '.join(missing)}")
+    return state

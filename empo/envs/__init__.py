@@ -1,0 +1,1 @@
+"""Small environments made for tests and demonstrations (e.g. a discontinuous transition)."""
