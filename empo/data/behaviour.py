@@ -148,10 +148,9 @@ def train_behaviour(
     Writes into ``out_dir``: ``<env>-medium.pt`` (and ``<env>-expert.pt``), ``medium_replay.npz``
     (the replay buffer when medium was reached), ``state.json`` and a resumable checkpoint.
     """
+    import gymnasium as gym
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
-
-    import gymnasium as gym
 
     if env_name not in ENVS:
         raise EmpoError(f"unknown env '{env_name}'; valid: {', '.join(ENVS)}")

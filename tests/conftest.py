@@ -1,0 +1,12 @@
+"""Every test runs with its own empty data roots, so none reads or writes the user's datasets."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_roots(tmp_path_factory, monkeypatch):
+    root = tmp_path_factory.mktemp("roots")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root / "minari" / "datasets"))
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(root / "d4rl"))
+    monkeypatch.setenv("EMPO_HOME", str(root / "empo_home"))
+    return root

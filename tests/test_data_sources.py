@@ -1,0 +1,205 @@
+"""D4RL hdf5 reading, the Minari round trip, local builds and their bad-input errors."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from empo.data import get_task, load_transitions
+from empo.data.behaviour import PolicyActor, save_policy
+from empo.data.build import build_dataset, replay_episodes
+from empo.data.d4rl import load_d4rl
+from empo.data.minari_io import is_built, load_minari, minari_root, write_minari
+from empo.errors import EmpoError
+
+HOPPER = get_task("hopper-medium")
+
+
+def write_d4rl(path, n=10, obs_dim=11, act_dim=3, next_obs=True, drop=(), timeouts_at=(4,), terminals_at=(7,), **override):
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    data = {
+        "observations": obs,
+        "actions": rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+        "rewards": np.arange(n, dtype=np.float32),
+        "terminals": np.isin(np.arange(n), terminals_at),
+        "timeouts": np.isin(np.arange(n), timeouts_at),
+    }
+    if next_obs:
+        data["next_observations"] = obs + 1.0
+    data.update(override)
+    with h5py.File(path, "w") as f:
+        for key, value in data.items():
+            if key not in drop:
+                f.create_dataset(key, data=value, compression="gzip")
+    return data
+
+
+def test_d4rl_with_next_observations_follows_qlearning_semantics(tmp_path):
+    data = write_d4rl(tmp_path / "d.hdf5")
+    tr = load_d4rl(tmp_path / "d.hdf5", HOPPER)
+    assert len(tr) == 10 and list(tr.episode_starts) == [0, 5, 8]
+    q = tr.qlearning()
+    assert len(q) == 9  # the timeout step 4 is dropped
+    assert 4.0 not in q.rewards
+    assert q.terminals.sum() == 1 and q.rewards[q.terminals > 0][0] == 7.0  # terminal kept
+    np.testing.assert_allclose(q.next_observations, np.delete(data["next_observations"], 4, axis=0))
+    s = tr.summary(HOPPER)
+    assert (s["transitions"], s["episodes"], s["terminals"], s["timeouts"]) == (9, 3, 1, 1)
+    assert s["mean_return"] == pytest.approx(45 / 3)
+    assert s["source"].startswith("d4rl:")
+
+
+def test_d4rl_without_next_observations_uses_the_following_row(tmp_path):
+    data = write_d4rl(tmp_path / "d.hdf5", next_obs=False)
+    q = load_d4rl(tmp_path / "d.hdf5", HOPPER).qlearning()
+    # step 4 (timeout) and step 9 (last, no successor) are dropped
+    assert len(q) == 8
+    np.testing.assert_allclose(q.next_observations[0], data["observations"][1])
+    assert 9.0 not in q.rewards
+
+
+def test_d4rl_found_by_file_name_in_dataset_dir(tmp_path):
+    d4rl_dir = tmp_path / "dd"
+    d4rl_dir.mkdir()
+    os.environ["D4RL_DATASET_DIR"] = str(d4rl_dir)
+    write_d4rl(d4rl_dir / "hopper_medium-v2.hdf5")
+    assert load_transitions("hopper-medium").source.endswith("hopper_medium-v2.hdf5")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"drop": ("timeouts",)}, "missing hdf5 key\\(s\\) timeouts"),
+        ({"rewards": np.zeros(9, np.float32)}, "'rewards' has 9 rows but 'observations' has 10"),
+        ({"obs_dim": 17}, "observations have 17 dimensions, but task hopper-medium \\(Hopper-v5\\) expects 11"),
+        ({"act_dim": 6}, "actions have 6 dimensions, but task hopper-medium \\(Hopper-v5\\) expects 3"),
+        ({"rewards": np.r_[np.zeros(5), np.inf, np.zeros(4)].astype(np.float32)}, "'rewards' contains NaN or inf \\(first at row 5\\)"),
+    ],
+)
+def test_d4rl_bad_input_errors(tmp_path, kwargs, message):
+    write_d4rl(tmp_path / "bad.hdf5", **kwargs)
+    with pytest.raises(EmpoError, match=message) as err:
+        load_d4rl(tmp_path / "bad.hdf5", HOPPER)
+    assert "bad.hdf5" in str(err.value)
+
+
+def test_d4rl_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(EmpoError, match="D4RL file not found: .*nope.hdf5"):
+        load_d4rl(tmp_path / "nope.hdf5", HOPPER)
+    (tmp_path / "text.hdf5").write_text("not hdf5")
+    with pytest.raises(EmpoError, match="text.hdf5: not a readable hdf5 file"):
+        load_d4rl(tmp_path / "text.hdf5", HOPPER)
+
+
+def _episodes(rng, lengths, obs_dim=11, act_dim=3):
+    eps = []
+    for i, t in enumerate(lengths):
+        eps.append(
+            {
+                "observations": rng.normal(size=(t + 1, obs_dim)),
+                "actions": rng.uniform(-1, 1, size=(t, act_dim)),
+                "rewards": rng.normal(size=t),
+                "terminations": np.r_[np.zeros(t - 1, bool), i % 2 == 0],
+                "truncations": np.r_[np.zeros(t - 1, bool), i % 2 == 1],
+            }
+        )
+    return eps
+
+
+def test_minari_round_trip_keeps_every_array():
+    rng = np.random.default_rng(1)
+    eps = _episodes(rng, [5, 7, 3])
+    write_minari("test/hopper/rt-v0", eps, HOPPER, "unit test", "round trip")
+    tr = load_minari("test/hopper/rt-v0", HOPPER)
+    assert len(tr) == 15 and tr.num_episodes == 3
+    np.testing.assert_allclose(tr.observations[:5], eps[0]["observations"][:-1], rtol=1e-6)
+    np.testing.assert_allclose(tr.next_observations[5:12], eps[1]["observations"][1:], rtol=1e-6)
+    np.testing.assert_allclose(tr.rewards[12:], eps[2]["rewards"], rtol=1e-6)
+    assert tr.terminals.sum() == 2 and tr.timeouts.sum() == 1
+    assert tr.metadata["ref_max_score"] == pytest.approx(3234.3)
+    assert tr.metadata["env_id"] == "Hopper-v5"
+
+
+def test_minari_missing_id_and_wrong_env():
+    with pytest.raises(EmpoError, match="Minari dataset 'nobody/none-v0' is not on disk"):
+        load_transitions("hopper-medium", minari_id="nobody/none-v0")
+    write_minari("test/walker-v0", _episodes(np.random.default_rng(2), [4], 17, 6), get_task("walker2d-random"), "t", "t")
+    with pytest.raises(EmpoError, match="collected in Walker2d-v5, but task hopper-medium uses Hopper-v5"):
+        load_transitions("hopper-medium", minari_id="test/walker-v0")
+
+
+def test_interrupted_write_leaves_no_dataset(monkeypatch):
+    import minari
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", explode)
+    with pytest.raises(KeyboardInterrupt):
+        write_minari(HOPPER.minari_id, _episodes(np.random.default_rng(3), [4]), HOPPER, "t", "t")
+    assert not is_built(HOPPER.minari_id)
+    assert not list(minari_root().parent.glob(".empo-staging-*"))
+    with pytest.raises(EmpoError, match="no dataset for hopper-medium: not built"):
+        load_transitions("hopper-medium")
+
+
+def test_tiny_builds_end_to_end(tmp_path):
+    behaviour = tmp_path / "behaviour"
+    actor = PolicyActor(11, 3)
+    for level in ("medium", "expert"):
+        save_policy(behaviour / f"hopper-{level}.pt", actor.state_dict(), {"level": level})
+    build_dataset(get_task("hopper-random"), size=1500, seed=0, progress=False, log=lambda m: None)
+    build_dataset(get_task("hopper-medium"), size=1200, seed=0, behaviour_dir=behaviour, progress=False, log=lambda m: None)
+    build_dataset(get_task("hopper-medium-expert"), size=600, seed=0, behaviour_dir=behaviour, progress=False, log=lambda m: None)
+    for name, size in (("hopper-random", 1500), ("hopper-medium", 1200), ("hopper-medium-expert", 1200)):
+        tr = load_transitions(name)
+        assert len(tr) == size, name
+        ends = np.append(tr.episode_starts[1:], len(tr)) - 1
+        # every episode ends with exactly one of terminal / timeout, and nothing else is flagged
+        np.testing.assert_array_equal(tr.terminals[ends] + tr.timeouts[ends], np.ones(len(ends)))
+        assert tr.terminals.sum() + tr.timeouts.sum() == len(ends)
+        assert np.all(np.diff(np.append(tr.episode_starts, len(tr))) <= 1000)
+        # consecutive steps of one episode chain together
+        inner = np.setdiff1d(np.arange(len(tr) - 1), ends)
+        np.testing.assert_allclose(tr.next_observations[inner], tr.observations[inner + 1])
+    actions = load_transitions("hopper-random").actions
+    assert actions.min() >= -1 and actions.max() <= 1 and abs(actions.mean()) < 0.1
+
+
+def test_medium_replay_from_a_saved_replay_buffer(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 30
+    obs = rng.normal(size=(n, 11)).astype(np.float32)
+    nxt = np.roll(obs, -1, axis=0)
+    terminals = np.zeros(n, np.float32)
+    terminals[9] = 1
+    timeouts = np.zeros(n, np.float32)
+    timeouts[19] = 1
+    (tmp_path / "hopper").mkdir()
+    np.savez(tmp_path / "hopper" / "medium_replay.npz", observations=obs, actions=rng.uniform(-1, 1, (n, 3)).astype(np.float32),
+             rewards=np.ones(n, np.float32), next_observations=nxt, terminals=terminals, timeouts=timeouts)
+    eps = replay_episodes(tmp_path / "hopper" / "medium_replay.npz")
+    assert [len(e["actions"]) for e in eps] == [10, 10, 10]
+    assert [bool(e["truncations"][-1]) for e in eps] == [False, True, True]  # the last, unfinished one is cut
+    build_dataset(get_task("hopper-medium-replay"), behaviour_dir=tmp_path / "hopper", progress=False, log=lambda m: None)
+    s = load_transitions("hopper-medium-replay").summary()
+    assert (s["episodes"], s["terminals"], s["timeouts"], s["transitions"]) == (3, 1, 2, 28)
+
+
+def test_building_without_a_policy_says_what_to_run(tmp_path):
+    with pytest.raises(EmpoError, match="empo-data train-behaviour walker2d-expert"):
+        build_dataset(get_task("walker2d-expert"), size=10, behaviour_dir=tmp_path, progress=False)
+    with pytest.raises(EmpoError, match="empo-data train-behaviour hopper-medium"):
+        build_dataset(get_task("hopper-medium-replay"), behaviour_dir=tmp_path, progress=False)
+
+
+def test_behaviour_actor_is_seeded():
+    actor = PolicyActor(11, 3)
+    obs = np.ones((4, 11), np.float32)
+    a = actor.act(obs, generator=torch.Generator().manual_seed(0))
+    b = actor.act(obs, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).max() <= 1
