@@ -203,3 +203,25 @@ def test_behaviour_actor_is_seeded():
     b = actor.act(obs, generator=torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a).max() <= 1
+
+
+def test_train_behaviour_then_build_medium_and_replay(tmp_path):
+    """The real training path on a tiny budget: thresholds reached, policies and replay written, builds use them."""
+    import json
+
+    from empo.data.behaviour import train_behaviour
+
+    out = tmp_path / "hopper"
+    state = train_behaviour(
+        "hopper", out, until="expert", max_steps=400, eval_every=300, eval_episodes=2, learning_starts=200,
+        targets={"medium": -1e9, "expert": -1e9}, checkpoint_every=350, progress=False, log=lambda m: None,
+    )
+    assert set(state["reached"]) == {"medium", "expert"}
+    assert state["reached"]["medium"]["train_steps"] == 300
+    assert json.loads((out / "state.json").read_text())["reached"]["medium"]["train_steps"] == 300
+    replay = np.load(out / "medium_replay.npz")
+    assert replay["observations"].shape == (299, 11)  # SB3 stores step 300 after the callback ran
+    for level in ("medium-replay", "expert"):
+        build_dataset(get_task(f"hopper-{level}"), size=300, behaviour_dir=out, progress=False, log=lambda m: None)
+    assert len(load_transitions("hopper-medium-replay")) == 299
+    assert len(load_transitions("hopper-expert")) == 300

@@ -105,9 +105,9 @@ def evaluate_actor(
     actor: PolicyActor, gym_id: str, episodes: int, seed: int, deterministic: bool = False
 ) -> tuple[float, float]:
     """Mean and std of the return over ``episodes`` episodes, all envs stepped in lockstep."""
-    import gymnasium as gym
+    from empo.data.envs import make_env
 
-    envs = [gym.make(gym_id) for _ in range(episodes)]
+    envs = [make_env(gym_id) for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
     returns = np.zeros(episodes)
     alive = np.ones(episodes, dtype=bool)
@@ -140,6 +140,7 @@ def train_behaviour(
     eval_episodes: int = 10,
     targets: dict[str, float] | None = None,
     checkpoint_every: int = 50_000,
+    learning_starts: int = 10_000,
     progress: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:
@@ -148,9 +149,10 @@ def train_behaviour(
     Writes into ``out_dir``: ``<env>-medium.pt`` (and ``<env>-expert.pt``), ``medium_replay.npz``
     (the replay buffer when medium was reached), ``state.json`` and a resumable checkpoint.
     """
-    import gymnasium as gym
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
+
+    from empo.data.envs import make_env
 
     if env_name not in ENVS:
         raise EmpoError(f"unknown env '{env_name}'; valid: {', '.join(ENVS)}")
@@ -174,13 +176,14 @@ def train_behaviour(
 
     ckpt = out_dir / "checkpoint.zip"
     buffer_ckpt = out_dir / "replay_buffer.pkl"
-    env = gym.make(spec.gym_id)
+    env = make_env(spec.gym_id)
     if ckpt.is_file() and buffer_ckpt.is_file():
         model = SAC.load(ckpt, env=env, device="cpu")
         model.load_replay_buffer(buffer_ckpt)
         log(f"{env_name}: resuming from step {model.num_timesteps}")
     else:
-        model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0, learning_starts=10_000)
+        model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0, learning_starts=learning_starts,
+                    buffer_size=min(1_000_000, max_steps))
     started = time.time()
     wall_before = float(state["wall_seconds"])
 
@@ -263,9 +266,12 @@ def train_behaviour(
             return not all(level in state["reached"] for level in levels)
 
     callback = Thresholds()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 256x256 nets at batch 256: one thread is fastest, and several oversubscribe
     try:
         model.learn(total_timesteps=max_steps - model.num_timesteps, callback=callback, reset_num_timesteps=False)
     finally:
+        torch.set_num_threads(threads)
         if callback.bar is not None:
             callback.bar.close()
         save_state()

@@ -48,14 +48,15 @@ def collect_episodes(
     Returns Minari-style episodes (observations has T+1 rows). Episodes end on termination or
     the env's time limit; those still running when ``size`` is reached are cut as timeouts.
     """
-    import gymnasium as gym
     from tqdm import tqdm
+
+    from empo.data.envs import make_env
 
     if size <= 0:
         raise EmpoError(f"--size must be positive, got {size}")
     n_envs = max(1, min(n_envs, size))
     seeds = np.random.default_rng(seed)
-    envs = [gym.make(gym_id) for _ in range(n_envs)]
+    envs = [make_env(gym_id) for _ in range(n_envs)]
     current: list[dict[str, list]] = []
     obs = []
     for env in envs:
