@@ -1,6 +1,10 @@
 """Every test runs with its own empty data roots, so none reads or writes the user's datasets."""
 
 import pytest
+import torch
+
+# Tiny networks: one thread is fastest, and more oversubscribe a loaded 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

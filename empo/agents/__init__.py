@@ -1,1 +1,5 @@
-"""agents"""
+"""Agents: the hand-written, device-resident SAC used by the EMPO/MOPO loop."""
+
+from empo.agents.sac import SAC, SACConfig
+
+__all__ = ["SAC", "SACConfig"]

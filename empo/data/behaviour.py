@@ -180,6 +180,8 @@ def train_behaviour(
     if ckpt.is_file() and buffer_ckpt.is_file():
         model = SAC.load(ckpt, env=env, device="cpu")
         model.load_replay_buffer(buffer_ckpt)
+        # evaluations after the checkpoint are run again
+        state["evaluations"] = [e for e in state["evaluations"] if e["step"] <= model.num_timesteps]
         log(f"{env_name}: resuming from step {model.num_timesteps}")
     else:
         model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0, learning_starts=learning_starts,

@@ -1,0 +1,240 @@
+"""``empo-model``: train a transition model (ETM or FTM) and measure its transition error.
+
+    empo-model train --task hopper-medium --model etm --preset quick
+    empo-model train --resume runs/models/hopper-medium/etm-quick-seed0
+    empo-model eval --model-dir runs/models/hopper-medium/etm-quick-seed0 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from empo.cli.common import add_device_argument, cli_entry, resolve_device, seed_everything
+from empo.errors import EmpoError
+
+RUN_JSON = "run.json"
+ERROR_CSV = "transition_error.csv"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="empo-model",
+        description="Train transition models (ETM: energy + Langevin sampler; FTM: MOPO's Gaussian ensemble) "
+        "and evaluate their transition error. See docs/models.md.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="fit a model on a task's dataset",
+        description="Fit an ETM or FTM ensemble on a task's dataset (D4RL qlearning semantics). Writes "
+        "config.yaml, checkpoint.pt (every epoch), train_log.csv, tb/ (TensorBoard) and the final "
+        "model (model.pt + model.json) into the output directory.",
+        epilog="examples:\n  empo-model train --task hopper-medium --model etm --preset quick\n"
+        "  empo-model train --task hopper-medium --model ftm --set ftm.max_epochs=20\n"
+        "  empo-model train --resume runs/models/hopper-medium/etm-quick-seed0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--task", help="task name, e.g. hopper-medium (read from the run when resuming)")
+    train.add_argument("--model", choices=("etm", "ftm"), help="model kind (read from the run when resuming)")
+    train.add_argument(
+        "--preset",
+        choices=("paper", "quick", "smoke"),
+        default="paper",
+        help="settings: paper (DESIGN.md sections 5-6, a GPU recipe), quick (~20 min on a 2-core CPU), "
+        "smoke (seconds; checks the plumbing) (default: paper)",
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set etm.epochs=10 --set etm.train_langevin.steps=20 (repeatable)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_device_argument(train)
+    train.add_argument("--out", type=Path, help="output directory (default: runs/models/<task>/<model>-<preset>-seed<seed>)")
+    train.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR from its checkpoint")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--d4rl-path", type=Path, metavar="FILE", help="read the dataset from this D4RL hdf5 file")
+    source.add_argument("--minari-id", metavar="ID", help="read the dataset from this local Minari dataset id")
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    train.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
+    )
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="transition error of a trained model",
+        description="Transition error in raw units (DESIGN.md section 8): one-step MSE of next state and "
+        "reward on the model's holdout (in distribution) and on the other built levels of the same env "
+        "(out of distribution), and open-loop h-step error along real episodes. Prints a table, writes "
+        f"{ERROR_CSV} into the model directory.",
+        epilog="example:\n  empo-model eval --model-dir runs/models/hopper-medium/etm-quick-seed0 --task hopper-random",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("--model-dir", type=Path, required=True, help="directory written by `empo-model train`")
+    evaluate.add_argument(
+        "--task",
+        dest="tasks",
+        action="append",
+        default=[],
+        metavar="TASK",
+        help="out-of-distribution dataset to test on (repeatable; default: every built level of the model's env)",
+    )
+    evaluate.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 10], help="open-loop horizons (default: 1 5 10)")
+    evaluate.add_argument("--max-samples", type=int, default=10000, help="one-step rows per dataset (default: 10000)")
+    evaluate.add_argument("--max-starts", type=int, default=1000, help="open-loop start states per dataset (default: 1000)")
+    evaluate.add_argument("--batch-size", type=int, default=4096, help="prediction batch size (default: 4096)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the row subsets (default: 0)")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--d4rl-path", type=Path, metavar="FILE", help="the model's own dataset as a D4RL hdf5 file")
+    source.add_argument("--minari-id", metavar="ID", help="the model's own dataset as a local Minari dataset id")
+    add_device_argument(evaluate)
+    evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    evaluate.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    return parser
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise EmpoError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from empo.data import get_task, load_transitions
+    from empo.models import load_model_config, train_dynamics
+    from empo.models.config import parse_overrides
+
+    resume = args.resume is not None
+    if resume:
+        run_file = args.resume / RUN_JSON
+        if not run_file.is_file():
+            raise EmpoError(f"--resume {args.resume}: no {RUN_JSON} there (not a directory written by empo-model train)")
+        run = json.loads(run_file.read_text())
+        for key, given in (("task", args.task), ("model", args.model)):
+            if given is not None and given != run[key]:
+                raise EmpoError(f"--resume {args.resume}: the run has --{key} {run[key]}, not {given}")
+        if args.out is not None and args.out != args.resume:
+            raise EmpoError("give either --out or --resume, not both")
+        task_name, kind, out = run["task"], run["model"], args.resume
+        d4rl_path = args.d4rl_path or run.get("d4rl_path")
+        minari_id = args.minari_id or run.get("minari_id")
+        preset, seed, overrides = run["preset"], int(run["seed"]), run.get("overrides", {})
+    else:
+        if args.task is None or args.model is None:
+            raise EmpoError("train needs --task and --model (or --resume DIR)")
+        task_name, kind, preset, seed = args.task, args.model, args.preset, args.seed
+        overrides = parse_overrides(args.overrides)
+        out = args.out or Path("runs") / "models" / task_name / f"{kind}-{preset}-seed{seed}"
+        d4rl_path, minari_id = args.d4rl_path, args.minari_id
+    task = get_task(task_name)
+    config = load_model_config(kind, preset, overrides)
+    device = resolve_device(args.device)
+    _set_threads(args.threads)
+    seed_everything(seed)
+    transitions = load_transitions(task.name, d4rl_path=d4rl_path, minari_id=minari_id)
+    out.mkdir(parents=True, exist_ok=True)
+    run = {
+        "task": task.name,
+        "model": kind,
+        "preset": preset,
+        "seed": seed,
+        "overrides": overrides,
+        "d4rl_path": str(d4rl_path) if d4rl_path else None,
+        "minari_id": minari_id,
+    }
+    (out / RUN_JSON).write_text(json.dumps(run, indent=2))
+    print(f"training {kind} ({preset}) on {task.name}: {len(transitions.qlearning())} transitions, device {device}, out {out}")
+    train_dynamics(transitions, task, config, out, device=device, seed=seed, progress=args.progress, resume=resume)
+    print(f"saved {kind} model to {out}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from empo.data import LEVELS, get_task, load_transitions
+    from empo.evaluation.transition_error import format_table, transition_error_table
+    from empo.models import load_dynamics
+    from empo.models.dynamics import read_model_meta
+
+    _set_threads(args.threads)
+    meta = read_model_meta(args.model_dir)
+    task_name = meta.get("meta", {}).get("task")
+    if task_name is None:
+        raise EmpoError(f"{args.model_dir}: model.json does not name the task it was trained on")
+    task = get_task(task_name)
+    device = resolve_device(args.device)
+    model = load_dynamics(args.model_dir, task, device=device)
+    notes: list[str] = []
+
+    datasets: dict[str, tuple[Any, str, Any]] = {}
+    own = load_transitions(task.name, d4rl_path=args.d4rl_path, minari_id=args.minari_id)
+    n_saved = model.meta.get("n_transitions")
+    holdout = model.holdout_index.cpu().numpy()
+    if n_saved is not None and len(own.qlearning()) != int(n_saved):
+        notes.append(
+            f"{task.name}: the dataset has {len(own.qlearning())} transitions, the model was trained on "
+            f"{n_saved}; in-distribution rows are a random subset instead of the holdout"
+        )
+        holdout = np.arange(len(own.qlearning()))
+    datasets[task.name] = (own, "holdout", holdout)
+
+    explicit = bool(args.tasks)
+    others = args.tasks or [f"{task.env.name}-{level}" for level in LEVELS if level != task.level]
+    for name in others:
+        other = get_task(name)
+        if (other.obs_dim, other.act_dim) != (task.obs_dim, task.act_dim):
+            raise EmpoError(f"--task {name}: its sizes differ from the model's task {task.name}")
+        try:
+            datasets[other.name] = (load_transitions(other.name), "ood", None)
+        except EmpoError as exc:
+            if explicit:
+                raise
+            notes.append(f"{other.name}: skipped: {exc}")
+    rows = transition_error_table(
+        model,
+        datasets,
+        horizons=tuple(args.horizons),
+        max_samples=args.max_samples,
+        max_starts=args.max_starts,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    with (args.model_dir / ERROR_CSV).open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0].as_dict()))
+        writer.writeheader()
+        writer.writerows(r.as_dict() for r in rows)
+    if args.json:
+        print(json.dumps({"model_dir": str(args.model_dir), "kind": model.kind, "task": task.name,
+                          "rows": [r.as_dict() for r in rows], "notes": notes}, indent=2))
+    else:
+        print(f"transition error of the {model.kind} model in {args.model_dir} (trained on {task.name}), raw units")
+        print(format_table(rows))
+        for note in notes:
+            print(f"note: {note}")
+        print(f"wrote {args.model_dir / ERROR_CSV}")
+    return 0
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return run_train(args)
+    return run_eval(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

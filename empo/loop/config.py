@@ -1,0 +1,161 @@
+"""The training config: a dataclass tree validated strictly (unknown keys are errors naming them).
+
+Resolution order, later wins: dataclass defaults (the published settings of DESIGN.md section 7)
+<- ``configs/tasks/<task>.yaml`` (horizon and penalty per algorithm) <- ``configs/presets/<preset>.yaml``
+(cost: epochs, rollout batch, model preset) <- command-line overrides (``--set key=value``).
+The resolved config is written into the run directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from empo.agents.sac import SACConfig
+from empo.config import from_dict, merge
+from empo.errors import EmpoError
+
+ALGOS: tuple[str, ...] = ("empo", "mopo")
+PRESETS: tuple[str, ...] = ("paper", "quick", "smoke")
+
+
+@dataclass
+class AlgoConfig:
+    """What differs between EMPO and MOPO on one task."""
+
+    model_kind: Literal["etm", "ftm"] = "etm"
+    horizon: int = 5
+    penalty_coef: float = 2.0
+    penalty_decay: bool = False  # EMPO's optional decay: coef * clamp(Q' / decay_scale, 0, 1)
+    decay_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.penalty_coef < 0:
+            raise ValueError(f"penalty_coef must be >= 0, got {self.penalty_coef}")
+        if self.decay_scale <= 0:
+            raise ValueError(f"decay_scale must be positive, got {self.decay_scale}")
+
+
+def _empo() -> AlgoConfig:
+    return AlgoConfig(model_kind="etm", horizon=5, penalty_coef=2.0)
+
+
+def _mopo() -> AlgoConfig:
+    return AlgoConfig(model_kind="ftm", horizon=5, penalty_coef=1.0)
+
+
+@dataclass
+class RolloutConfig:
+    start_states: int = 50_000  # rollout batch: start states sampled from the dataset
+    every: int = 1000  # gradient steps between rollouts
+    retain_rollouts: int = 5  # model buffer capacity = start_states * horizon * retain_rollouts
+
+    def __post_init__(self) -> None:
+        for name in ("start_states", "every", "retain_rollouts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 3000
+    steps_per_epoch: int = 1000
+    batch_size: int = 256
+    real_ratio: float = 0.05
+    eval_episodes: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_episodes < 0:
+            raise ValueError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+
+
+@dataclass
+class ModelSection:
+    """The transition model's preset (configs/models/) and overrides, e.g. {etm: {epochs: 10}}."""
+
+    preset: Literal["paper", "quick", "smoke"] = "paper"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    task: str = "hopper-medium"
+    algo: Literal["empo", "mopo"] = "empo"
+    preset: Literal["paper", "quick", "smoke"] = "paper"
+    seed: int = 0
+    empo: AlgoConfig = field(default_factory=_empo)
+    mopo: AlgoConfig = field(default_factory=_mopo)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+
+    @property
+    def algorithm(self) -> AlgoConfig:
+        """The settings of the chosen algorithm."""
+        return self.empo if self.algo == "empo" else self.mopo
+
+    @property
+    def model_buffer_capacity(self) -> int:
+        return self.rollout.start_states * self.algorithm.horizon * self.rollout.retain_rollouts
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _read_packaged_yaml(folder: str, name: str) -> dict[str, Any]:
+    resource = importlib.resources.files("empo.configs") / folder / f"{name}.yaml"
+    if not resource.is_file():
+        raise EmpoError(f"configs/{folder}/{name}.yaml is missing from the installed package")
+    data = yaml.safe_load(resource.read_text()) or {}
+    if not isinstance(data, dict):
+        raise EmpoError(f"configs/{folder}/{name}.yaml: expected a mapping at the top level")
+    return data
+
+
+def task_config_dict(task: str) -> dict[str, Any]:
+    from empo.data.tasks import get_task
+
+    get_task(task)  # a misspelt task name is an error listing the valid ones
+    return _read_packaged_yaml("tasks", task)
+
+
+def preset_config_dict(preset: str) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise EmpoError(f"unknown preset '{preset}'; valid presets: {', '.join(PRESETS)}")
+    return _read_packaged_yaml("presets", preset)
+
+
+def resolve_config(
+    task: str,
+    algo: str = "empo",
+    preset: str = "paper",
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Task YAML + preset YAML + overrides -> validated :class:`TrainConfig`."""
+    if algo not in ALGOS:
+        raise EmpoError(f"unknown algorithm '{algo}'; valid algorithms: {', '.join(ALGOS)}")
+    data = merge(task_config_dict(task), preset_config_dict(preset))
+    data = merge(data, {"task": task, "algo": algo, "preset": preset, "seed": seed})
+    if overrides:
+        data = merge(data, overrides)
+    config = from_dict(TrainConfig, data, where=f"training config ({task}, {preset})")
+    if config.task != task:
+        raise EmpoError(f"training config: 'task' is {config.task!r} but the run is for {task!r}")
+    return config
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config.yaml") -> TrainConfig:
+    return from_dict(TrainConfig, data, where=where)

@@ -1,0 +1,449 @@
+"""The EMPO/MOPO training loop: rollouts into the model buffer, SAC on mixed batches, evaluation.
+
+One epoch = ``steps_per_epoch`` SAC updates, with a model rollout every ``rollout.every`` updates
+(at the start of each epoch with the published settings), then an evaluation in the real env,
+logs and an atomic checkpoint. The hot loop (sampling, updates, rollouts) stays on the device;
+the host reads the accumulated metrics once an epoch, which is also when the divergence guard
+looks for NaN or inf.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from empo.agents.sac import SAC
+from empo.config import save_yaml
+from empo.data.tasks import Task, get_task
+from empo.errors import EmpoError
+from empo.loop.buffers import TransitionBuffer, sample_mixed
+from empo.loop.config import TrainConfig
+from empo.loop.rollout import StepModel, rollout
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+UPDATE_METRICS: tuple[str, ...] = (
+    "critic_loss",
+    "actor_loss",
+    "alpha_loss",
+    "alpha",
+    "q1_mean",
+    "q2_mean",
+    "target_q_mean",
+    "entropy",
+)
+ROLLOUT_METRICS: tuple[str, ...] = (
+    "mean_length",
+    "terminated_fraction",
+    "penalty_mean",
+    "penalty_max",
+    "raw_reward_mean",
+    "penalised_reward_mean",
+)
+CSV_COLUMNS: tuple[str, ...] = (
+    "epoch",
+    "updates",
+    "eval_return",
+    "eval_return_std",
+    "normalized_score",
+    "normalized_score_std",
+    "eval_length",
+    *UPDATE_METRICS,
+    *(f"rollout_{name}" for name in ROLLOUT_METRICS),
+    "model_buffer_size",
+    "time_rollout",
+    "time_update",
+    "time_eval",
+    "time_epoch",
+    "wall_time",
+)
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda p: p.write_text(text))
+
+
+def real_buffer_from_dataset(data: dict[str, torch.Tensor], device: torch.device) -> TransitionBuffer:
+    """The real buffer: the qlearning transitions (``Transitions.qlearning().to_tensors()``)."""
+    keys = ("observations", "actions", "rewards", "next_observations", "terminals")
+    missing = [key for key in keys if key not in data]
+    if missing:
+        raise EmpoError(f"dataset tensors lack {', '.join(missing)}")
+    if int(data["observations"].shape[0]) == 0:
+        raise EmpoError("the dataset has no transitions to train on")
+    return TransitionBuffer.from_tensors({key: data[key] for key in keys}, device)
+
+
+class Trainer:
+    """Runs (or resumes) one training run in ``run_dir``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: dict[str, torch.Tensor],
+        model: StepModel,
+        run_dir: str | Path,
+        device: str | torch.device = "cpu",
+        task: Task | None = None,
+        evaluator: Any | None = None,
+        progress: bool = True,
+        log: Callable[[str], Any] = print,
+    ) -> None:
+        self.config = config
+        self.task = task or get_task(config.task)
+        self.device = torch.device(device)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.model = model
+        self.evaluator = evaluator
+        self.progress = progress
+        self.log = log
+        self._check_model_shapes()
+
+        self.real_buffer = real_buffer_from_dataset(dataset, self.device)
+        self.model_buffer = TransitionBuffer(
+            config.model_buffer_capacity, self.task.obs_dim, self.task.act_dim, self.device
+        )
+        self.agent = SAC(
+            self.task.obs_dim,
+            self.task.act_dim,
+            config.sac,
+            device=self.device,
+            seed=config.seed,
+            total_lr_steps=config.training.epochs,
+        )
+        # separate streams so that changing one consumer (e.g. the rollout batch) leaves the others' draws alone
+        self.sample_generator = torch.Generator(device=self.device)
+        self.sample_generator.manual_seed(config.seed * 7919 + 11)
+        self.rollout_generator = torch.Generator(device=self.device)
+        self.rollout_generator.manual_seed(config.seed * 7919 + 23)
+
+        self.epoch = 0  # epochs completed
+        self.updates = 0
+        self.best_score = -math.inf
+        self.best_return = -math.inf
+        self.scores: list[float] = []
+        self.wall_time = 0.0
+        self.last_rollout_stats: dict[str, float] = {name: float("nan") for name in ROLLOUT_METRICS}
+        self.status = "running"
+        self._writer = None
+
+    # ------------------------------------------------------------------------------------ setup
+    def _check_model_shapes(self) -> None:
+        for attr, expected in (("obs_dim", self.task.obs_dim), ("act_dim", self.task.act_dim)):
+            got = getattr(self.model, attr, expected)
+            if got != expected:
+                raise EmpoError(
+                    f"the transition model has {attr}={got}, but task {self.task.name} needs {expected}; "
+                    "was it trained on another task?"
+                )
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "updates": self.updates,
+            "best_score": self.best_score,
+            "best_return": self.best_return,
+            "scores": list(self.scores),
+            "wall_time": self.wall_time,
+            "last_rollout_stats": dict(self.last_rollout_stats),
+            "agent": self.agent.state_dict(),
+            "model_buffer": self.model_buffer.state_dict(),
+            "sample_generator": self.sample_generator.get_state(),
+            "rollout_generator": self.rollout_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+        }
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        model_generator = getattr(self.model, "generator", None)
+        if isinstance(model_generator, torch.Generator):
+            state["model_generator"] = model_generator.get_state()
+        return state
+
+    def save_checkpoint(self) -> None:
+        state = self.state_dict()
+        atomic_write_bytes(self.checkpoint_path, lambda p: torch.save(state, p))
+
+    def load_checkpoint(self) -> None:
+        path = self.checkpoint_path
+        if not path.is_file():
+            raise EmpoError(f"{self.run_dir}: no {CHECKPOINT} to resume from (the run did not finish an epoch)")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:
+            raise EmpoError(f"{path}: cannot read the checkpoint: {exc}") from None
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise EmpoError(f"{path}: checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}")
+        self.agent.load_state_dict(state["agent"])
+        self.model_buffer.load_state_dict(state["model_buffer"])
+        self.sample_generator.set_state(state["sample_generator"].cpu())
+        self.rollout_generator.set_state(state["rollout_generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        model_generator = getattr(self.model, "generator", None)
+        if "model_generator" in state and isinstance(model_generator, torch.Generator):
+            model_generator.set_state(state["model_generator"].cpu())
+        self.epoch = int(state["epoch"])
+        self.updates = int(state["updates"])
+        self.best_score = float(state["best_score"])
+        self.best_return = float(state["best_return"])
+        self.scores = [float(s) for s in state["scores"]]
+        self.wall_time = float(state["wall_time"])
+        self.last_rollout_stats = dict(state["last_rollout_stats"])
+        self._truncate_progress_csv()
+
+    def _truncate_progress_csv(self) -> None:
+        """Drop CSV rows of epochs after the checkpoint (they will be run again)."""
+        path = self.run_dir / "progress.csv"
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [row for row in rows if int(row["epoch"]) <= self.epoch]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+            writer.writeheader()
+            writer.writerows(kept)
+
+    # ---------------------------------------------------------------------------------- logging
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events of epochs after the checkpoint when a run is resumed
+            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.epoch + 1 if self.epoch else None)
+        return self._writer
+
+    def _write_row(self, row: dict[str, Any]) -> None:
+        path = self.run_dir / "progress.csv"
+        new = not path.is_file()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def summary(self) -> dict[str, Any]:
+        def finite_or_none(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        last10 = self.scores[-10:]
+        return {
+            "task": self.config.task,
+            "algo": self.config.algo,
+            "seed": self.config.seed,
+            "preset": self.config.preset,
+            "status": self.status,
+            "epochs": self.epoch,
+            "epochs_planned": self.config.training.epochs,
+            "updates": self.updates,
+            "final_normalized_score": finite_or_none(self.scores[-1]) if self.scores else None,
+            "best_normalized_score": finite_or_none(self.best_score),
+            "last10_mean_normalized_score": finite_or_none(float(np.mean(last10))) if last10 else None,
+            "best_return": finite_or_none(self.best_return),
+            "wall_time_s": round(self.wall_time, 3),
+            "device": str(self.device),
+        }
+
+    def write_summary(self) -> None:
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(self.summary(), indent=2) + "\n")
+
+    def write_config(self) -> None:
+        save_yaml(self.config, self.run_dir / "config.yaml")
+
+    # ------------------------------------------------------------------------------------ phases
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def do_rollout(self) -> dict[str, torch.Tensor]:
+        algo = self.config.algorithm
+        count = self.config.rollout.start_states
+        index = torch.randint(0, len(self.real_buffer), (count,), device=self.device, generator=self.rollout_generator)
+        start_obs = self.real_buffer.storage["observations"][index]
+        generator = self.rollout_generator
+        result = rollout(
+            self.model,
+            lambda obs: self.agent.act(obs, generator=generator),
+            start_obs,
+            horizon=algo.horizon,
+            penalty_coef=algo.penalty_coef,
+            generator=generator,
+            penalty_decay=algo.penalty_decay,
+            q_function=self.agent.q_value,
+            decay_scale=algo.decay_scale,
+        )
+        self.model_buffer.add(result.transitions)
+        return result.stats
+
+    def run_epoch(self) -> dict[str, Any]:
+        """One epoch; returns the CSV row. Raises EmpoError when a loss or model output is not finite."""
+        cfg = self.config
+        every = cfg.rollout.every
+        metric_sums = torch.zeros(len(UPDATE_METRICS), device=self.device)
+        rollout_sums = torch.zeros(len(ROLLOUT_METRICS), device=self.device)
+        nonfinite_model = torch.zeros((), device=self.device)
+        rollouts = 0
+        time_rollout = 0.0
+        epoch_start = time.perf_counter()
+        for _ in range(cfg.training.steps_per_epoch):
+            if self.updates % every == 0:
+                self._sync()
+                t0 = time.perf_counter()
+                stats = self.do_rollout()
+                rollout_sums += torch.stack([stats[name].float() for name in ROLLOUT_METRICS])
+                nonfinite_model += stats["nonfinite_outputs"]
+                rollouts += 1
+                self._sync()
+                time_rollout += time.perf_counter() - t0
+            batch = sample_mixed(
+                self.real_buffer, self.model_buffer, cfg.training.batch_size, cfg.training.real_ratio, self.sample_generator
+            )
+            metrics = self.agent.update(batch)
+            metric_sums += torch.stack([metrics[name] for name in UPDATE_METRICS])
+            self.updates += 1
+        self.agent.step_lr_schedule()
+        # the one host read of the epoch: metrics and the divergence guard together
+        host = torch.cat([metric_sums, rollout_sums, nonfinite_model.reshape(1)]).cpu()
+        time_update = time.perf_counter() - epoch_start - time_rollout
+        means = host[: len(UPDATE_METRICS)] / cfg.training.steps_per_epoch
+        bad = [name for name, value in zip(UPDATE_METRICS, means.tolist(), strict=True) if not math.isfinite(value)]
+        nonfinite_outputs = int(host[-1])
+        if nonfinite_outputs or not all(math.isfinite(v) for v in host[len(UPDATE_METRICS) : -1].tolist()):
+            bad.append(f"model outputs ({nonfinite_outputs} non-finite values in rollouts)")
+        if bad:
+            self._diverged(bad)
+        if rollouts:
+            rollout_means = (host[len(UPDATE_METRICS) : -1] / rollouts).tolist()
+            self.last_rollout_stats = dict(zip(ROLLOUT_METRICS, rollout_means, strict=True))
+
+        t0 = time.perf_counter()
+        eval_return = eval_return_std = score = score_std = eval_length = float("nan")
+        if self.evaluator is not None and cfg.training.eval_episodes > 0:
+            result = self.evaluator.evaluate(
+                lambda obs: self.agent.act(obs, deterministic=True), seed=cfg.seed * 1_000_000 + self.epoch * 1000
+            )
+            eval_return, eval_return_std = result.mean_return, result.std_return
+            score, score_std, eval_length = result.mean_score, result.std_score, result.mean_length
+        time_eval = time.perf_counter() - t0
+        time_epoch = time.perf_counter() - epoch_start
+        self.epoch += 1
+        self.wall_time += time_epoch
+        self.scores.append(score)
+        if math.isfinite(score) and score > self.best_score:
+            self.best_score = score
+        if math.isfinite(eval_return) and eval_return > self.best_return:
+            self.best_return = eval_return
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "updates": self.updates,
+            "eval_return": eval_return,
+            "eval_return_std": eval_return_std,
+            "normalized_score": score,
+            "normalized_score_std": score_std,
+            "eval_length": eval_length,
+            **dict(zip(UPDATE_METRICS, means.tolist(), strict=True)),
+            **{f"rollout_{name}": value for name, value in self.last_rollout_stats.items()},
+            "model_buffer_size": len(self.model_buffer),
+            "time_rollout": time_rollout,
+            "time_update": time_update,
+            "time_eval": time_eval,
+            "time_epoch": time_epoch,
+            "wall_time": self.wall_time,
+        }
+        return row
+
+    def _diverged(self, bad: list[str]) -> None:
+        self.status = "diverged"
+        kept = (
+            f"the last good checkpoint (epoch {self.epoch}) is kept in {self.checkpoint_path}"
+            if self.checkpoint_path.is_file()
+            else "no checkpoint had been written yet"
+        )
+        summary = self.summary()
+        summary["diverged_in_epoch"] = self.epoch + 1
+        summary["non_finite"] = bad
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        raise EmpoError(
+            f"training diverged in epoch {self.epoch + 1}: non-finite {', '.join(bad)}; {kept}. "
+            "Try a larger penalty coefficient, a shorter horizon or another seed"
+        )
+
+    def _log_tensorboard(self, row: dict[str, Any]) -> None:
+        step = row["epoch"]
+        writer = self.writer
+        groups = {
+            "eval": ("eval_return", "normalized_score", "eval_length"),
+            "sac": UPDATE_METRICS,
+            "rollout": tuple(f"rollout_{name}" for name in ROLLOUT_METRICS) + ("model_buffer_size",),
+            "time": ("time_rollout", "time_update", "time_eval", "time_epoch"),
+        }
+        for group, names in groups.items():
+            for name in names:
+                value = row[name]
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    writer.add_scalar(f"{group}/{name}", value, step)
+        writer.flush()
+
+    # ---------------------------------------------------------------------------------- the run
+    def run(self, stop_after_epochs: int | None = None) -> dict[str, Any]:
+        """Train until ``training.epochs`` (or ``stop_after_epochs`` more epochs); returns the summary."""
+        from tqdm.auto import tqdm
+
+        total = self.config.training.epochs
+        target = total if stop_after_epochs is None else min(total, self.epoch + stop_after_epochs)
+        self.write_config()
+        bar = tqdm(total=total, initial=self.epoch, disable=not self.progress, desc=f"{self.config.algo} {self.config.task}", unit="epoch")
+        try:
+            while self.epoch < target:
+                row = self.run_epoch()
+                self._write_row(row)
+                self._log_tensorboard(row)
+                if self.epoch >= total:
+                    self.status = "finished"
+                self.save_checkpoint()
+                self.write_summary()
+                postfix = {"score": f"{row['normalized_score']:.1f}", "return": f"{row['eval_return']:.0f}"}
+                if self.best_score > -math.inf:
+                    postfix["best"] = f"{self.best_score:.1f}"
+                bar.set_postfix(postfix)
+                bar.update(1)
+        finally:
+            bar.close()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        if self.epoch >= total:
+            self.status = "finished"
+            self.write_summary()
+        return self.summary()

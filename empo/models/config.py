@@ -1,0 +1,180 @@
+"""Model configs: every setting of DESIGN.md sections 5 (ETM) and 6 (FTM) as a default.
+
+The dataclass defaults are the ``paper`` preset; ``configs/models/{paper,quick,smoke}.yaml``
+hold the presets (quick and smoke override paper). Unknown keys are errors naming the key.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from empo.config import from_dict, merge
+from empo.errors import EmpoError
+
+PRESETS: tuple[str, ...] = ("paper", "quick", "smoke")
+KINDS: tuple[str, ...] = ("etm", "ftm")
+
+
+@dataclass
+class LangevinConfig:
+    """One Langevin sampler setting (DESIGN.md section 5).
+
+    Update per step t: ``y <- clamp(y - clamp(eta_t * (grad_scale * clamp(dE/dy) + noise * eps)))``
+    with ``eta_t = (step_size_start - step_size_end) * (1 - t / steps) ** step_size_power + step_size_end``.
+    """
+
+    steps: int = 50
+    noise: float = 0.5  # sigma: scale of the Gaussian noise eps inside the step
+    step_size_start: float = 0.1
+    step_size_end: float = 1e-3
+    step_size_power: float = 2.0  # polynomial decay of the step size
+    grad_scale: float = 0.5  # the 0.5 in y - eta * (0.5 * grad + sigma * eps)
+    grad_clip: float = 10.0  # elementwise clamp of dE/dy
+    move_clip: float = 0.5  # elementwise clamp of each step's move
+    bound: float = 1.1  # values clamped to [-bound, bound] (targets are scaled to [-1, 1])
+    chains: int = 1  # chains per input; the lowest-energy last iterate is returned
+    init: Literal["zeros", "uniform"] = "zeros"  # start of the chains when no warm start is given
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.chains < 1:
+            raise ValueError(f"chains must be >= 1, got {self.chains}")
+
+
+def _train_langevin() -> LangevinConfig:
+    return LangevinConfig(steps=50, noise=0.5, step_size_start=0.1, step_size_end=1e-3, init="uniform")
+
+
+def _rollout_langevin() -> LangevinConfig:
+    return LangevinConfig(steps=30, noise=0.5, step_size_start=0.1, step_size_end=1e-5)
+
+
+def _eval_langevin() -> LangevinConfig:
+    return LangevinConfig(steps=100, noise=0.0, step_size_start=0.1, step_size_end=1e-5)
+
+
+@dataclass
+class ETMConfig:
+    """Energy-based transition model ensemble (DESIGN.md section 5)."""
+
+    ensemble_size: int = 5
+    hidden_size: int = 200
+    hidden_layers: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 1024
+    epochs: int = 300
+    steps_per_epoch: int | None = None  # None: one pass over the training split per epoch
+    holdout_fraction: float = 0.1
+    holdout_min: int = 1000
+    holdout_max: int | None = None
+    num_negatives: int = 16
+    temperature: float = 1.0
+    grad_penalty_margin: float = 5.0  # hinge on ||dE/dy||_2 above this
+    grad_penalty_weight: float = 1.0
+    holdout_eval_size: int = 1000  # holdout rows scored each epoch (Langevin is costly)
+    train_langevin: LangevinConfig = field(default_factory=_train_langevin)
+    rollout_langevin: LangevinConfig = field(default_factory=_rollout_langevin)
+    eval_langevin: LangevinConfig = field(default_factory=_eval_langevin)
+
+
+@dataclass
+class FTMConfig:
+    """Gaussian forward-model ensemble as used by MOPO (DESIGN.md section 6)."""
+
+    ensemble_size: int = 7
+    elites: int = 5
+    hidden_size: int = 200
+    hidden_layers: int = 4
+    weight_decays: list[float] = field(default_factory=lambda: [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4])
+    lr: float = 1e-3
+    batch_size: int = 256
+    max_epochs: int | None = None  # None: until early stopping
+    steps_per_epoch: int | None = None  # None: one bootstrap pass per epoch
+    holdout_fraction: float = 0.2
+    holdout_min: int = 0
+    holdout_max: int | None = 1000
+    bootstrap: bool = True
+    early_stop_improvement: float = 0.01  # relative holdout-MSE improvement that counts
+    early_stop_patience: int = 5  # epochs without any member improving
+    logvar_loss_coef: float = 0.01  # pulls the soft bounds of the log-variance together
+    max_logvar_init: float = 0.5
+    min_logvar_init: float = -10.0
+
+
+@dataclass
+class ModelConfig:
+    kind: Literal["etm", "ftm"] = "etm"
+    preset: str = "paper"
+    etm: ETMConfig = field(default_factory=ETMConfig)
+    ftm: FTMConfig = field(default_factory=FTMConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.ftm.weight_decays) != self.ftm.hidden_layers + 1:
+            raise ValueError(
+                f"ftm.weight_decays needs hidden_layers + 1 = {self.ftm.hidden_layers + 1} values, "
+                f"got {len(self.ftm.weight_decays)}"
+            )
+        if not 1 <= self.ftm.elites <= self.ftm.ensemble_size:
+            raise ValueError(f"ftm.elites must be between 1 and ensemble_size, got {self.ftm.elites}")
+
+
+def preset_dict(preset: str) -> dict[str, Any]:
+    """The YAML of one preset as a dict (quick and smoke are merged over paper)."""
+    if preset not in PRESETS:
+        raise EmpoError(f"unknown model preset '{preset}'; valid presets: {', '.join(PRESETS)}")
+    root = importlib.resources.files("empo.configs") / "models"
+    data: dict[str, Any] = {}
+    for name in ("paper", preset) if preset != "paper" else ("paper",):
+        text = (root / f"{name}.yaml").read_text()
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise EmpoError(f"configs/models/{name}.yaml: expected a mapping at the top level")
+        data = merge(data, loaded)
+    return data
+
+
+def load_model_config(kind: str, preset: str = "paper", overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """Build the config of a ``kind`` ("etm" or "ftm") model from a preset plus overrides.
+
+    ``overrides`` is a nested dict, e.g. ``{"etm": {"epochs": 10}}``; unknown keys raise
+    :class:`EmpoError` naming the key.
+    """
+    if kind not in KINDS:
+        raise EmpoError(f"unknown model kind '{kind}'; valid kinds: {', '.join(KINDS)}")
+    data = preset_dict(preset)
+    if overrides:
+        if not isinstance(overrides, dict):
+            raise EmpoError(f"model config overrides: expected a mapping, got {type(overrides).__name__}")
+        data = merge(data, overrides)
+    data["kind"] = kind
+    data["preset"] = preset
+    return from_dict(ModelConfig, data, where=f"model config ({preset})")
+
+
+def parse_overrides(assignments: list[str]) -> dict[str, Any]:
+    """``["etm.epochs=3", "etm.train_langevin.steps=10"]`` -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise EmpoError(f"--set '{item}': expected KEY=VALUE, e.g. etm.epochs=10")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise EmpoError(f"--set '{item}': empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise EmpoError(f"--set '{item}': '{part}' is set both as a value and a section")
+        node[parts[-1]] = value
+    return out

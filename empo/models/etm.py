@@ -1,0 +1,193 @@
+"""ETM: an ensemble of energy networks E(norm(s, a), norm(Delta s, r)) -> scalar (DESIGN.md section 5).
+
+Hand-written because it must be fast and batched on the device: all members are one network
+with a leading member dimension, the (s, a) part of the first layer is computed once per input
+and reused by every Langevin step and every chain/negative, and one training step updates all
+members together (each on its own minibatch, so members stay independent as if trained apart).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from empo.models.config import ETMConfig, LangevinConfig, ModelConfig
+from empo.models.dynamics import DynamicsModel, StepResult
+from empo.models.langevin import langevin_sample
+from empo.models.layers import EnsembleLinear, MaxAbsScaler
+
+
+class EnergyEnsemble(nn.Module):
+    """``members`` ReLU MLPs (``hidden_layers`` x ``hidden_size``) with a linear scalar output."""
+
+    def __init__(self, members: int, input_dim: int, target_dim: int, hidden_size: int, hidden_layers: int) -> None:
+        super().__init__()
+        self.members, self.input_dim, self.target_dim = members, input_dim, target_dim
+        # First layer on [x, y] split into an x part (with bias) and a y part (no bias): same function.
+        first = EnsembleLinear(members, input_dim + target_dim, hidden_size)
+        self.input_layer = EnsembleLinear(members, input_dim, hidden_size)
+        self.target_weight = nn.Parameter(first.weight.detach()[:, input_dim:].clone())
+        with torch.no_grad():
+            self.input_layer.weight.copy_(first.weight[:, :input_dim])
+            self.input_layer.bias.copy_(first.bias)
+        self.hidden = nn.ModuleList(
+            EnsembleLinear(members, hidden_size, hidden_size) for _ in range(hidden_layers - 1)
+        )
+        self.output = EnsembleLinear(members, hidden_size, 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The input's share of the first layer: x [M, B, input_dim] (or [B, input_dim]) -> [M, B, H]."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.members, -1, -1)
+        return self.input_layer(x)
+
+    def energy_from_code(self, code: Tensor, y: Tensor) -> Tensor:
+        """Energies for code [M, B, H] and targets y [M, B, K, target_dim] -> [M, B, K]."""
+        members, batch, chains, dim = y.shape
+        hidden = code.shape[-1]
+        h = torch.bmm(y.reshape(members, batch * chains, dim), self.target_weight)
+        h = torch.relu(h.view(members, batch, chains, hidden) + code.unsqueeze(2)).view(members, batch * chains, hidden)
+        for layer in self.hidden:
+            h = torch.relu(layer(h))
+        return self.output(h).view(members, batch, chains)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """E(x, y): x [M, B, input_dim], y [M, B, K, target_dim] -> [M, B, K]."""
+        return self.energy_from_code(self.encode(x), y)
+
+    def member(self, index: int) -> nn.Sequential:
+        """Member ``index`` as a plain MLP on cat(x, y) (for tests of the batched computation)."""
+        first = nn.Linear(self.input_dim + self.target_dim, self.target_weight.shape[-1])
+        with torch.no_grad():
+            first.weight.copy_(torch.cat([self.input_layer.weight[index], self.target_weight[index]], 0).T)
+            first.bias.copy_(self.input_layer.bias[index, 0])
+        layers: list[nn.Module] = [first, nn.ReLU()]
+        for layer in self.hidden:
+            layers += [layer.member(index), nn.ReLU()]
+        layers.append(self.output.member(index))
+        return nn.Sequential(*layers).to(self.target_weight.device)
+
+
+def sample_negatives(
+    net: EnergyEnsemble, code: Tensor, dim: int, config: ETMConfig, generator: torch.Generator | None = None
+) -> Tensor:
+    """``num_negatives`` Langevin-refined negatives per input from the current energy: [M, B, K, dim]."""
+    sampler = dataclasses.replace(config.train_langevin, chains=config.num_negatives)
+    frozen_code = code.detach()
+    return langevin_sample(
+        lambda y: net.energy_from_code(frozen_code, y),
+        tuple(code.shape[:2]),
+        dim,
+        sampler,
+        generator=generator,
+        keep_chains=True,
+        device=code.device,
+        dtype=code.dtype,
+    )
+
+
+def infonce_loss(
+    net: EnergyEnsemble,
+    x: Tensor,
+    y_pos: Tensor,
+    config: ETMConfig,
+    generator: torch.Generator | None = None,
+    negatives: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """InfoNCE over Langevin-refined negatives plus the gradient penalty, for all members at once.
+
+    x [M, B, input_dim], y_pos [M, B, target_dim] (scaled to [-1, 1]); ``negatives``
+    [M, B, K, target_dim] are sampled here unless given. Returns (loss to minimise, InfoNCE per
+    member [M], penalty per member [M]); the loss sums members (each member's gradient is that
+    of its own mean loss, as if trained alone).
+    """
+    code = net.encode(x)
+    if negatives is None:
+        negatives = sample_negatives(net, code, y_pos.shape[-1], config, generator)
+    y_all = torch.cat([y_pos.unsqueeze(2), negatives], dim=2).detach().requires_grad_(True)
+    energy = net.energy_from_code(code, y_all)  # [M, B, 1 + K]
+    logits = -energy / config.temperature
+    nce = (torch.logsumexp(logits, dim=-1) - logits[..., 0]).mean(dim=-1)  # [M]
+    # Gradient penalty at all 1 + K points: squared hinge on ||dE/dy||_2 above the margin.
+    (grad,) = torch.autograd.grad(energy.sum(), y_all, create_graph=True)
+    excess = F.relu(grad.norm(dim=-1) - config.grad_penalty_margin)
+    penalty = excess.square().mean(dim=(1, 2))  # [M]
+    loss = (nce + config.grad_penalty_weight * penalty).sum()
+    return loss, nce.detach(), penalty.detach()
+
+
+class ETMDynamics(DynamicsModel):
+    """The ETM ensemble behind the :class:`DynamicsModel` interface."""
+
+    kind = "etm"
+
+    def __init__(self, obs_dim: int, act_dim: int, termination: str, config: ModelConfig) -> None:
+        super().__init__(obs_dim, act_dim, termination, config)
+        cfg = config.etm
+        self.target_scaler = MaxAbsScaler(self.target_dim)
+        self.energy = EnergyEnsemble(
+            cfg.ensemble_size, obs_dim + act_dim, self.target_dim, cfg.hidden_size, cfg.hidden_layers
+        )
+
+    @property
+    def members(self) -> int:
+        return self.energy.members
+
+    def fit_scalers(self, inputs: Tensor, targets: Tensor) -> None:
+        super().fit_scalers(inputs, targets)
+        self.target_scaler.fit(targets)
+
+    def sample_members(
+        self,
+        obs: Tensor,
+        act: Tensor,
+        sampler: LangevinConfig,
+        generator: torch.Generator | None = None,
+        init: Tensor | None = None,
+    ) -> Tensor:
+        """Every member's Langevin sample of (Delta s, r) in raw units: [M, B, obs_dim + 1].
+
+        ``init`` is an optional warm start in raw units, [B, obs_dim + 1] or [M, B, obs_dim + 1].
+        """
+        self.check_inputs(obs, act)
+        x = self.input_scaler(torch.cat([obs, act], dim=-1))
+        with torch.no_grad():
+            code = self.energy.encode(x)
+        start = None
+        if init is not None:
+            start = self.target_scaler(init)
+            if start.dim() == 2:
+                start = start.unsqueeze(0).expand(self.members, -1, -1)
+        y = langevin_sample(
+            lambda y: self.energy.energy_from_code(code, y),
+            (self.members, obs.shape[0]),
+            self.target_dim,
+            sampler,
+            generator=generator,
+            init=start,
+            device=obs.device,
+            dtype=obs.dtype,
+        )
+        return self.target_scaler.inverse(y)
+
+    def step(self, obs: Tensor, act: Tensor, generator: torch.Generator | None = None) -> StepResult:
+        """Each sample takes one member at random; penalty = ||std over members of next_obs||_2."""
+        delta = self.sample_members(obs, act, self.config.etm.rollout_langevin, generator)  # [M, B, D]
+        next_obs_all = obs.unsqueeze(0) + delta[..., :-1]
+        pick = torch.randint(self.members, (obs.shape[0],), generator=generator, device=obs.device)
+        chosen = delta.gather(0, pick.view(1, -1, 1).expand(1, -1, delta.shape[-1])).squeeze(0)
+        next_obs = obs + chosen[:, :-1]
+        penalty = next_obs_all.std(dim=0, correction=0).norm(dim=-1)
+        return StepResult(next_obs, chosen[:, -1], self.termination_fn(next_obs), penalty)
+
+    def predict(self, obs: Tensor, act: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Median over members of the noiseless evaluation chains (100 steps from zero by default).
+
+        The median, not the mean: where members find different modes (at a discontinuity) the
+        mean would land between them, on no real outcome.
+        """
+        delta = self.sample_members(obs, act, self.config.etm.eval_langevin, generator).median(dim=0).values
+        return obs + delta[:, :-1], delta[:, -1]

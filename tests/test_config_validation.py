@@ -1,0 +1,67 @@
+"""Training configs: every task YAML and preset resolves; unknown keys are errors naming them."""
+
+import pytest
+
+from empo.data.tasks import task_names
+from empo.errors import EmpoError
+from empo.loop.config import PRESETS, resolve_config
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_every_task_resolves_for_both_algorithms(task):
+    for algo in ("empo", "mopo"):
+        config = resolve_config(task, algo, "paper")
+        assert config.algorithm.model_kind == ("etm" if algo == "empo" else "ftm")
+        assert config.algorithm.horizon in (1, 5)
+
+
+def test_published_values():
+    config = resolve_config("hopper-medium", "mopo", "paper")
+    assert (config.mopo.horizon, config.mopo.penalty_coef) == (5, 5.0)
+    assert (config.empo.horizon, config.empo.penalty_coef) == (5, 2.0)
+    assert config.training.epochs == 3000 and config.training.steps_per_epoch == 1000
+    assert config.training.real_ratio == 0.05 and config.training.batch_size == 256
+    assert config.model_buffer_capacity == 50_000 * 5 * 5
+    assert config.sac.actor_lr == 1e-4 and config.sac.critic_lr == 3e-4 and config.sac.alpha_lr == 1e-4
+    expected = {
+        "hopper-medium-replay": (5, 2.5),
+        "hopper-medium-expert": (5, 5.0),
+        "halfcheetah-medium": (5, 0.5),
+        "halfcheetah-medium-replay": (5, 0.5),
+        "halfcheetah-medium-expert": (5, 2.5),
+        "walker2d-medium": (5, 0.5),
+        "walker2d-medium-replay": (1, 2.5),
+        "walker2d-medium-expert": (1, 2.5),
+    }
+    for task, (horizon, coef) in expected.items():
+        config = resolve_config(task, "mopo", "paper")
+        assert (config.mopo.horizon, config.mopo.penalty_coef) == (horizon, coef), task
+        assert config.empo.horizon == horizon
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_resolve(preset):
+    config = resolve_config("walker2d-medium", "empo", preset, seed=3)
+    assert config.preset == preset and config.model.preset == preset and config.seed == 3
+
+
+def test_unknown_key_is_an_error_naming_it():
+    with pytest.raises(EmpoError, match="unknown key 'epohcs'.*did you mean 'epochs'"):
+        resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"epohcs": 3}})
+    with pytest.raises(EmpoError, match="unknown key 'rolout'"):
+        resolve_config("hopper-medium", "empo", "smoke", overrides={"rolout": {}})
+
+
+def test_bad_values_and_names_are_errors():
+    with pytest.raises(EmpoError, match="training.epochs.*integer"):
+        resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"epochs": "many"}})
+    with pytest.raises(EmpoError, match="real_ratio"):
+        resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"real_ratio": 1.5}})
+    with pytest.raises(EmpoError, match="horizon"):
+        resolve_config("hopper-medium", "empo", "smoke", overrides={"empo": {"horizon": 0}})
+    with pytest.raises(EmpoError, match="unknown task 'hopper-meduim'.*hopper-medium"):
+        resolve_config("hopper-meduim")
+    with pytest.raises(EmpoError, match="unknown preset"):
+        resolve_config("hopper-medium", preset="fast")
+    with pytest.raises(EmpoError, match="unknown algorithm"):
+        resolve_config("hopper-medium", algo="cql")

@@ -1,0 +1,118 @@
+"""The whole pipeline on a tiny synthetic hopper dataset: both algorithms, resume, divergence.
+
+The CLI runs end to end on the smoke preset with the real transition models (trained in
+seconds on the synthetic data) and evaluates in the real Hopper-v5 env (1 episode an epoch).
+"""
+
+import csv
+import json
+
+import pytest
+import torch
+
+import empo.cli.train as train_cli
+from empo.errors import EmpoError
+from empo.loop.config import resolve_config
+from empo.loop.trainer import CSV_COLUMNS, Trainer
+from tests.test_loop_support import FakeDynamics, FakeStep, synthetic_transitions
+
+NON_TIMING = [c for c in CSV_COLUMNS if not c.startswith("time_") and c != "wall_time"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU is shared; one thread is fastest for these small nets
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def synthetic_dataset(monkeypatch):
+    data = synthetic_transitions(n=600)
+    monkeypatch.setattr(train_cli, "load_dataset", lambda *args, **kwargs: data)
+    return data
+
+
+def read_rows(run_dir):
+    with (run_dir / "progress.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("algo", ["empo", "mopo"])
+def test_pipeline_smoke(tmp_path, synthetic_dataset, algo, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["--task", "hopper-medium", "--algo", algo, "--preset", "smoke", "--run-dir", str(run_dir), "--no-progress"]
+    assert train_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "normalised score final" in out
+    for name in ("config.yaml", "run.json", "progress.csv", "summary.json", "checkpoint.pt"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tb").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["algo"] == algo and summary["updates"] == 80
+    assert summary["final_normalized_score"] is not None and summary["best_normalized_score"] is not None
+    rows = read_rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["eval_length"]) >= 1 and int(rows[-1]["model_buffer_size"]) > 0
+    # the model was cached: a second run reuses it
+    assert train_cli.main([*argv[:-3], "--run-dir", str(tmp_path / "again"), "--no-progress", "--set", "training.epochs=1"]) == 0
+    assert "using the cached" in capsys.readouterr().out
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, synthetic_dataset, capsys):
+    common = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--seed", "7", "--no-progress"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_cli.main([*common, "--run-dir", str(straight)]) == 0
+    assert train_cli.main([*common, "--run-dir", str(split), "--stop-after", "2"]) == 0
+    assert json.loads((split / "summary.json").read_text())["status"] == "running"
+    assert "--resume" in capsys.readouterr().out
+    assert train_cli.main(["--resume", str(split), "--no-progress"]) == 0
+    a, b = read_rows(straight), read_rows(split)
+    assert len(a) == len(b) == 4
+    for row_a, row_b in zip(a, b, strict=True):
+        assert {k: row_a[k] for k in NON_TIMING} == {k: row_b[k] for k in NON_TIMING}
+    state_a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    state_b = torch.load(split / "checkpoint.pt", weights_only=False)
+    for key, value in state_a["agent"]["actor"].items():
+        assert torch.equal(value, state_b["agent"]["actor"][key]), key
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (straight, split))
+    assert sa["final_normalized_score"] == sb["final_normalized_score"] and sa["updates"] == sb["updates"]
+
+
+class ExplodingModel(FakeDynamics):
+    """Behaves until its ``explode_after``-th step, then predicts NaN states."""
+
+    def __init__(self, explode_after):
+        super().__init__()
+        self.explode_after = explode_after
+
+    def step(self, obs, act, generator=None):
+        out = super().step(obs, act, generator)
+        if len(self.calls) > self.explode_after:
+            return FakeStep(torch.full_like(out.next_obs, float("nan")), out.reward, out.terminal, out.penalty)
+        return out
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"eval_episodes": 0}})
+    dataset = synthetic_transitions().qlearning().to_tensors("cpu")
+    trainer = Trainer(config, dataset, ExplodingModel(explode_after=5), tmp_path, progress=False)
+    with pytest.raises(EmpoError, match=r"diverged in epoch 2: non-finite .*model outputs.*checkpoint \(epoch 1\)"):
+        trainer.run()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged_in_epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in state["agent"]["actor"].values())
+
+
+def test_trainer_with_a_fake_model_fills_the_model_buffer(tmp_path):
+    config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"eval_episodes": 0, "epochs": 2}})
+    dataset = synthetic_transitions().qlearning().to_tensors("cpu")
+    model = FakeDynamics()
+    trainer = Trainer(config, dataset, model, tmp_path, progress=False)
+    summary = trainer.run()
+    assert summary["updates"] == 40 and summary["final_normalized_score"] is None
+    assert model.calls[0] == config.rollout.start_states
+    assert 0 < len(trainer.model_buffer) <= config.model_buffer_capacity

@@ -1,0 +1,98 @@
+"""SAC on its own: shapes, the tanh-Gaussian log-density, learning on a fixed batch, save/load."""
+
+import math
+
+import pytest
+import torch
+
+from empo.agents import SAC, SACConfig
+from empo.errors import EmpoError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU is shared; one thread is fastest for these small nets
+    yield
+    torch.set_num_threads(before)
+
+
+def fixed_batch(n=128, obs_dim=11, act_dim=3, terminal=1.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "observations": torch.randn(n, obs_dim, generator=gen),
+        "actions": torch.rand(n, act_dim, generator=gen) * 2 - 1,
+        "rewards": torch.randn(n, generator=gen),
+        "next_observations": torch.randn(n, obs_dim, generator=gen),
+        "terminals": torch.full((n,), terminal),
+    }
+
+
+def test_actions_are_batched_bounded_and_deterministic_when_asked():
+    agent = SAC(11, 3, SACConfig(hidden_sizes=[32, 32]), seed=0)
+    obs = torch.randn(50, 11)
+    sampled = agent.act(obs)
+    assert sampled.shape == (50, 3) and sampled.abs().max() <= 1.0
+    assert torch.equal(agent.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+    assert not torch.equal(agent.act(obs), agent.act(obs))
+
+
+def test_log_prob_matches_torch_distributions_and_log_std_is_clamped():
+    agent = SAC(11, 3, SACConfig(hidden_sizes=[32, 32]), seed=0)
+    with torch.no_grad():
+        agent.actor.head.bias[3:] = 10.0  # log-std far above the clamp
+    obs = torch.randn(64, 11)
+    mean, log_std = agent.actor(obs)
+    assert torch.all(log_std == 2.0)
+    with torch.no_grad():
+        agent.actor.head.bias[3:] = -0.5
+    gen = torch.Generator().manual_seed(3)
+    action, log_prob = agent.actor.sample(obs, gen)
+    mean, log_std = agent.actor(obs)
+    dist = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform(cache_size=1)]
+    )
+    expected = dist.log_prob(action.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
+    assert torch.allclose(log_prob, expected, atol=1e-3, rtol=1e-3)
+
+
+def test_update_returns_tensors_and_lowers_the_critic_loss_on_a_fixed_batch():
+    agent = SAC(11, 3, SACConfig(hidden_sizes=[64, 64], critic_lr=1e-3), seed=0)
+    batch = fixed_batch()  # terminal transitions: the critic target is the reward, a regression
+    losses = []
+    for _ in range(150):
+        metrics = agent.update(batch)
+        losses.append(metrics["critic_loss"])
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in metrics.values())
+    losses = torch.stack(losses)
+    assert losses[-10:].mean() < 0.5 * losses[:10].mean()
+    assert torch.isfinite(losses).all()
+
+
+def test_temperature_and_targets_move():
+    agent = SAC(11, 3, SACConfig(hidden_sizes=[32, 32]), seed=0)
+    target_before = [p.clone() for p in agent.critic_target.parameters()]
+    alpha_before = float(agent.alpha)
+    agent.update(fixed_batch(terminal=0.0))
+    assert float(agent.alpha) != alpha_before
+    moved = [not torch.equal(a, b) for a, b in zip(target_before, agent.critic_target.parameters(), strict=True)]
+    assert all(moved)
+    assert math.isclose(agent.target_entropy, -3.0)
+
+
+def test_state_dict_round_trip_continues_identically(tmp_path):
+    config = SACConfig(hidden_sizes=[32, 32])
+    agent = SAC(11, 3, config, seed=0, total_lr_steps=10)
+    batch = fixed_batch(terminal=0.0)
+    for _ in range(3):
+        agent.update(batch)
+    agent.step_lr_schedule()
+    agent.save(str(tmp_path / "sac.pt"))
+    copy = SAC(11, 3, config, seed=99, total_lr_steps=10)
+    copy.load(str(tmp_path / "sac.pt"))
+    assert copy.actor_optim.param_groups[0]["lr"] == agent.actor_optim.param_groups[0]["lr"] < config.actor_lr
+    a, b = agent.update(batch), copy.update(batch)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(EmpoError, match="obs_dim"):
+        SAC(17, 6, config).load_state_dict(agent.state_dict())

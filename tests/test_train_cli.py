@@ -1,0 +1,25 @@
+"""empo-train's arguments and its one-line errors."""
+
+import pytest
+
+from empo.cli.train import main
+
+
+def test_help_describes_the_presets(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for word in ("paper", "quick", "smoke", "3000 epochs", "--resume", "--model-dir", "checkpoint.pt"):
+        assert word in out
+
+
+def test_errors_are_one_line_with_status_2(tmp_path, capsys):
+    assert main([]) == 2
+    assert "--task" in capsys.readouterr().err
+    assert main(["--task", "hopper-meduim"]) == 2
+    assert "did you mean 'hopper-medium'" in capsys.readouterr().err
+    assert main(["--task", "hopper-medium", "--set", "training.epohcs=2"]) == 2
+    assert "unknown key 'epohcs'" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    assert main(["--task", "hopper-medium", "--stop-after", "0"]) == 2
