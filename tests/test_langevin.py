@@ -9,15 +9,6 @@ from empo.models import LangevinConfig, langevin_sample
 from empo.models.langevin import step_sizes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: extra threads only add contention on a shared 2-core CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def quadratic_energy(center: torch.Tensor):
     """E(y) = ||y - center||^2 per chain; center [*batch, dim] broadcast over chains."""
     return lambda y: (y - center.unsqueeze(-2)).square().sum(-1)

@@ -19,14 +19,6 @@ from tests.test_loop_support import FakeDynamics, FakeStep, synthetic_transition
 NON_TIMING = [c for c in CSV_COLUMNS if not c.startswith("time_") and c != "wall_time"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared; one thread is fastest for these small nets
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def synthetic_dataset(monkeypatch):
     data = synthetic_transitions(n=600)

@@ -4,20 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import empo.data
 from empo.cli.model import main
 from empo.data.transitions import Transitions
 from empo.errors import EmpoError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fake_dataset(task_name, d4rl_path=None, minari_id=None):

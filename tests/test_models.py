@@ -23,15 +23,6 @@ from empo.models.ftm import GaussianEnsemble
 from empo.models.layers import MaxAbsScaler, Standardizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: extra threads only add contention on a shared 2-core CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def synthetic_transitions(obs_dim=11, act_dim=3, n=600, seed=0, episode_len=50):
     """Smooth toy dynamics with hopper's sizes; heights stay healthy."""
     rng = np.random.default_rng(seed)

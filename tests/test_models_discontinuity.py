@@ -3,7 +3,6 @@
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
 from empo.envs.wall import make_wall_dataset, near_wall_batch, wall_step, wall_task
@@ -35,14 +34,6 @@ FTM_SETTINGS = {
     "max_epochs": 20,
     "steps_per_epoch": 50,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def near_wall_mse(model, generator=None):

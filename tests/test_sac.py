@@ -9,14 +9,6 @@ from empo.agents import SAC, SACConfig
 from empo.errors import EmpoError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared; one thread is fastest for these small nets
-    yield
-    torch.set_num_threads(before)
-
-
 def fixed_batch(n=128, obs_dim=11, act_dim=3, terminal=1.0, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return {
