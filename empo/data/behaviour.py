@@ -21,6 +21,7 @@ from torch import nn
 
 from empo.data.tasks import ENVS, EnvSpec
 from empo.errors import EmpoError
+from empo.utils import torch_threads
 
 POLICY_DIR = Path(__file__).parent / "policies"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's SAC actor bounds
@@ -268,12 +269,10 @@ def train_behaviour(
             return not all(level in state["reached"] for level in levels)
 
     callback = Thresholds()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 256x256 nets at batch 256: one thread is fastest, and several oversubscribe
     try:
-        model.learn(total_timesteps=max_steps - model.num_timesteps, callback=callback, reset_num_timesteps=False)
+        with torch_threads(1):
+            model.learn(total_timesteps=max_steps - model.num_timesteps, callback=callback, reset_num_timesteps=False)
     finally:
-        torch.set_num_threads(threads)
         if callback.bar is not None:
             callback.bar.close()
         save_state()

@@ -21,6 +21,7 @@ from empo.data.behaviour import find_policy, load_policy
 from empo.data.minari_io import clean_stale_staging, write_minari
 from empo.data.tasks import Task
 from empo.errors import EmpoError
+from empo.utils import torch_threads
 
 DEFAULT_SIZE = 1_000_000
 # hours to reach medium on a 2-core CPU: halfcheetah measured (90k SAC steps), the others lower bounds
@@ -75,25 +76,26 @@ def collect_episodes(
             ep["truncations"][-1] = True
         episodes.append({key: np.asarray(value) for key, value in ep.items()})
 
-    while total < size:
-        actions = policy(obs_batch)
-        for i, env in enumerate(envs):
-            o, r, term, trunc, _ = env.step(actions[i])
-            ep = current[i]
-            ep["observations"].append(o)
-            ep["actions"].append(actions[i])
-            ep["rewards"].append(r)
-            ep["terminations"].append(bool(term))
-            ep["truncations"].append(bool(trunc and not term))
-            total += 1
-            if total == size:
-                break
-            if term or trunc:
-                close(i, truncated_now=False)
-                o, _ = env.reset(seed=int(seeds.integers(2**31)))
-                current[i] = {"observations": [o], "actions": [], "rewards": [], "terminations": [], "truncations": []}
-            obs_batch[i] = o
-        bar.update(min(n_envs, size - bar.n))
+    with torch_threads(1):  # tiny batched actor: one thread is ~80x faster than two on a busy CPU
+        while total < size:
+            actions = policy(obs_batch)
+            for i, env in enumerate(envs):
+                o, r, term, trunc, _ = env.step(actions[i])
+                ep = current[i]
+                ep["observations"].append(o)
+                ep["actions"].append(actions[i])
+                ep["rewards"].append(r)
+                ep["terminations"].append(bool(term))
+                ep["truncations"].append(bool(trunc and not term))
+                total += 1
+                if total == size:
+                    break
+                if term or trunc:
+                    close(i, truncated_now=False)
+                    o, _ = env.reset(seed=int(seeds.integers(2**31)))
+                    current[i] = {"observations": [o], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+                obs_batch[i] = o
+            bar.update(min(n_envs, size - bar.n))
     bar.close()
     for i in range(n_envs):
         if current[i]["actions"]:
