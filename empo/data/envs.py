@@ -16,13 +16,18 @@ def _mujoco_warning(message: str) -> None:
     warnings.warn(f"MuJoCo: {message.strip()}", RuntimeWarning, stacklevel=2)
 
 
-def make_env(gym_id: str, **kwargs: Any):  # -> gymnasium.Env
+def route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings to Python's ``warnings`` (once per process)."""
     global _handler_installed
-    import gymnasium as gym
-
     if not _handler_installed:
         import mujoco
 
         mujoco.set_mju_user_warning(_mujoco_warning)
         _handler_installed = True
+
+
+def make_env(gym_id: str, **kwargs: Any):  # -> gymnasium.Env
+    import gymnasium as gym
+
+    route_mujoco_warnings()
     return gym.make(gym_id, **kwargs)

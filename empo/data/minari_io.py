@@ -115,6 +115,9 @@ def write_minari(
     import minari
     from minari.data_collector import EpisodeBuffer
 
+    from empo.data.envs import route_mujoco_warnings
+
+    route_mujoco_warnings()  # Minari builds the env to record its spec
     root = minari_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".empo-staging-{os.getpid()}-", dir=root.parent))
