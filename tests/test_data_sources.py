@@ -214,7 +214,7 @@ def test_train_behaviour_then_build_medium_and_replay(tmp_path):
     out = tmp_path / "hopper"
     state = train_behaviour(
         "hopper", out, until="expert", max_steps=400, eval_every=300, eval_episodes=2, learning_starts=200,
-        targets={"medium": -1e9, "expert": -1e9}, checkpoint_every=350, progress=False, log=lambda m: None,
+        bands={"medium": (-1e9, 1e9), "expert": (-1e9, None)}, checkpoint_every=350, progress=False, log=lambda m: None,
     )
     assert set(state["reached"]) == {"medium", "expert"}
     assert state["reached"]["medium"]["train_steps"] == 300
@@ -225,3 +225,36 @@ def test_train_behaviour_then_build_medium_and_replay(tmp_path):
         build_dataset(get_task(f"hopper-{level}"), size=300, behaviour_dir=out, progress=False, log=lambda m: None)
     assert len(load_transitions("hopper-medium-replay")) == 299
     assert len(load_transitions("hopper-expert")) == 300
+
+
+def test_overshooting_the_medium_band_takes_a_snapshot_inside_it(tmp_path):
+    """Every evaluation lands above a band set below any return: snapshots are evaluated and,
+    none being inside, the closest one is taken, flagged, and the replay is cut at its step."""
+    from empo.data.behaviour import train_behaviour
+
+    out = tmp_path / "hopper"
+    state = train_behaviour(
+        "hopper", out, until="medium", max_steps=400, eval_every=300, eval_episodes=2, learning_starts=100,
+        bands={"medium": (-1e9, -1e8)}, snapshots=3, progress=False, log=lambda m: None,
+    )
+    medium = state["reached"]["medium"]
+    assert medium["in_band"] is False
+    steps = sorted(e["step"] for e in state["evaluations"])
+    assert steps == [100, 200, 300]  # the eval at 300 and the snapshots at 100 and 200
+    assert np.load(out / "medium_replay.npz")["observations"].shape[0] == medium["train_steps"] - 1
+
+
+def test_choose_in_band_prefers_the_centre_of_the_band():
+    import torch
+
+    from empo.data.behaviour import Candidate, choose_in_band
+
+    def c(step, mean):
+        return Candidate(step, mean, 0.0, {"w": torch.zeros(1)})
+
+    chosen, inside = choose_in_band([c(5000, 2400.0), c(4000, 1500.0), c(3000, 1300.0), c(2000, 800.0)], (1200.0, 1600.0))
+    assert (chosen.step, inside) == (4000, True)
+    chosen, inside = choose_in_band([c(5000, 2400.0), c(4000, 900.0)], (1200.0, 1600.0))
+    assert (chosen.step, inside) == (4000, False)  # 300 below the band beats 800 above it
+    chosen, inside = choose_in_band([c(5000, 3300.0)], (3150.0, None))
+    assert (chosen.step, inside) == (5000, True)

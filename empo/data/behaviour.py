@@ -102,6 +102,10 @@ def _actor_state(model: Any) -> dict[str, torch.Tensor]:
     return state
 
 
+def _actor_state_copy(model: Any) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in _actor_state(model).items()}
+
+
 def evaluate_actor(
     actor: PolicyActor, gym_id: str, episodes: int, seed: int, deterministic: bool = False
 ) -> tuple[float, float]:
@@ -126,9 +130,44 @@ def evaluate_actor(
     return float(returns.mean()), float(returns.std())
 
 
-def default_targets(spec: EnvSpec) -> dict[str, float]:
-    """Stochastic-evaluation thresholds: D4RL medium's mean return, and 90% of D4RL expert's."""
-    return {"medium": 0.95 * spec.medium_return, "expert": 0.9 * spec.expert_return}
+Band = tuple[float, float | None]
+
+
+def default_bands(spec: EnvSpec) -> dict[str, Band]:
+    """Stochastic-evaluation bands (low, high): medium within 15% of D4RL medium's mean return,
+    expert from 90% of D4RL expert's (no upper bound)."""
+    return {"medium": (0.85 * spec.medium_return, 1.15 * spec.medium_return), "expert": (0.9 * spec.expert_return, None)}
+
+
+@dataclass
+class Candidate:
+    """A policy snapshot evaluated for a level: its training step, return and weights."""
+
+    step: int
+    mean: float
+    std: float
+    state: dict[str, torch.Tensor]
+
+
+def choose_in_band(candidates: list[Candidate], band: Band) -> tuple[Candidate, bool]:
+    """The candidate inside ``band`` closest to its centre; if none is inside, the one closest to it.
+
+    Returns (candidate, inside). Hopper can jump from well below to well above the medium band
+    between two evaluations, hence the snapshots taken in between.
+    """
+    low, high = band
+    centre = low if high is None else (low + high) / 2
+
+    def inside(c: Candidate) -> bool:
+        return c.mean >= low and (high is None or c.mean <= high)
+
+    def distance(c: Candidate) -> float:
+        return abs(c.mean - centre)
+
+    within = [c for c in candidates if inside(c)]
+    if within:
+        return min(within, key=distance), True
+    return min(candidates, key=lambda c: min(abs(c.mean - low), abs(c.mean - (high if high is not None else low)))), False
 
 
 def train_behaviour(
@@ -139,7 +178,8 @@ def train_behaviour(
     max_steps: int = 1_000_000,
     eval_every: int = 5000,
     eval_episodes: int = 10,
-    targets: dict[str, float] | None = None,
+    bands: dict[str, Band] | None = None,
+    snapshots: int = 5,
     checkpoint_every: int = 50_000,
     learning_starts: int = 10_000,
     progress: bool = True,
@@ -147,6 +187,9 @@ def train_behaviour(
 ) -> dict[str, Any]:
     """Train SAC on ``env_name`` until the ``until`` level ("medium" or "expert") is reached.
 
+    A level is reached when a stochastic evaluation gets into its band (:func:`default_bands`).
+    ``snapshots`` actor snapshots are kept between evaluations; when an evaluation lands above
+    the band, they are evaluated too and the one inside the band is taken.
     Writes into ``out_dir``: ``<env>-medium.pt`` (and ``<env>-expert.pt``), ``medium_replay.npz``
     (the replay buffer when medium was reached), ``state.json`` and a resumable checkpoint.
     """
@@ -160,13 +203,13 @@ def train_behaviour(
     if until not in ("medium", "expert"):
         raise EmpoError(f"--until must be 'medium' or 'expert', got '{until}'")
     spec = ENVS[env_name]
-    targets = {**default_targets(spec), **(targets or {})}
+    bands = {**default_bands(spec), **(bands or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "state.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.setdefault("env", env_name)
     state.setdefault("seed", seed)
-    state.setdefault("targets", targets)
+    state.setdefault("bands", {level: list(band) for level, band in bands.items()})
     state.setdefault("evaluations", [])
     state.setdefault("reached", {})
     state.setdefault("wall_seconds", 0.0)
@@ -196,9 +239,10 @@ def train_behaviour(
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(state_path)
 
-    def save_replay(path: Path) -> None:
+    def save_replay(path: Path, drop_last: int) -> None:
+        """The replay buffer without its newest ``drop_last`` rows (those after the chosen snapshot)."""
         buf = model.replay_buffer
-        n = buf.buffer_size if buf.full else buf.pos
+        n = (buf.buffer_size if buf.full else buf.pos) - drop_last
         dones = buf.dones[:n, 0].astype(bool)
         timeouts = buf.timeouts[:n, 0].astype(bool)
         np.savez_compressed(
@@ -214,6 +258,7 @@ def train_behaviour(
     class Thresholds(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
+            self.snapshots: list[tuple[int, dict[str, torch.Tensor]]] = []
             self.bar = None
             if progress:
                 from tqdm import tqdm
@@ -224,6 +269,10 @@ def train_behaviour(
             if self.bar is not None:
                 self.bar.update(1)
             steps = self.num_timesteps
+            snapshot_every = max(1, eval_every // max(1, snapshots))
+            if snapshots and steps % snapshot_every == 0 and steps % eval_every:
+                self.snapshots.append((steps, _actor_state_copy(model)))
+                del self.snapshots[:-snapshots]
             if steps % checkpoint_every == 0:
                 model.save(ckpt)
                 model.save_replay_buffer(buffer_ckpt)
@@ -246,25 +295,40 @@ def train_behaviour(
                     {"env": env_name, "gym_id": spec.gym_id, "level": "best", "train_steps": steps,
                      "stochastic_return": mean, "stochastic_return_std": std, "seed": state["seed"]},
                 )
+            current = Candidate(steps, mean, std, _actor_state_copy(model))
             for level in levels:
-                if level in state["reached"] or mean < targets[level]:
+                low, high = bands[level]
+                if level in state["reached"] or mean < low:
                     continue
+                candidates = [current]
+                if high is not None and mean > high:
+                    for snap_step, snap_state in self.snapshots:
+                        actor.load_state_dict(snap_state)
+                        snap_mean, snap_std = evaluate_actor(actor, spec.gym_id, eval_episodes, seed=10_000 + snap_step)
+                        state["evaluations"].append({"step": snap_step, "stochastic_return": snap_mean, "std": snap_std})
+                        candidates.append(Candidate(snap_step, snap_mean, snap_std, snap_state))
+                chosen, inside = choose_in_band(candidates, (low, high))
                 meta = {
                     "env": env_name,
                     "gym_id": spec.gym_id,
                     "level": level,
-                    "train_steps": steps,
-                    "stochastic_return": mean,
-                    "stochastic_return_std": std,
-                    "target": targets[level],
+                    "train_steps": chosen.step,
+                    "stochastic_return": chosen.mean,
+                    "stochastic_return_std": chosen.std,
+                    "band": [low, high],
+                    "in_band": inside,
                     "seed": state["seed"],
                     "wall_seconds": wall_before + time.time() - started,
                 }
-                save_policy(policy_path(env_name, level, out_dir), _actor_state(model), meta)
+                save_policy(policy_path(env_name, level, out_dir), chosen.state, meta)
                 if level == "medium":
-                    save_replay(out_dir / "medium_replay.npz")
+                    save_replay(out_dir / "medium_replay.npz", drop_last=steps - chosen.step)
                 state["reached"][level] = meta
-                log(f"\n{env_name}: {level} reached at step {steps}: stochastic return {mean:.1f} +- {std:.1f}")
+                note = "" if inside else f" (no snapshot inside the band {low:.0f}..{high}; closest taken)"
+                log(f"\n{env_name}: {level} reached at step {chosen.step}: stochastic return "
+                    f"{chosen.mean:.1f} +- {chosen.std:.1f}{note}")
+            state["evaluations"].sort(key=lambda e: e["step"])
+            self.snapshots = []
             save_state()
             return not all(level in state["reached"] for level in levels)
 
