@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +86,39 @@ def holdout_errors(model: DynamicsModel, x: Tensor, y: Tensor, generator: torch.
     }
 
 
-class ETMTrainer:
+class _EnsembleTrainer:
+    """What both trainers share: the epoch's length and each member's minibatch rows."""
+
+    cfg: Any
+    x: Tensor
+    model: DynamicsModel
+    generator: torch.Generator
+
+    def steps_per_epoch(self) -> int:
+        return self.cfg.steps_per_epoch or max(1, math.ceil(self.x.shape[0] / self.cfg.batch_size))
+
+    def minibatch_indices(self) -> Iterator[Tensor]:
+        """Row indices [members, batch] for each step of an epoch, drawn lazily.
+
+        A fixed ``steps_per_epoch`` draws independent random rows per step; otherwise each member
+        passes over its own permutation of the data (or, with ``bootstrap``, a resample of it).
+        """
+        n, batch, members = self.x.shape[0], min(self.cfg.batch_size, self.x.shape[0]), self.model.members
+        device = self.x.device
+        fixed = self.cfg.steps_per_epoch is not None
+        if not fixed:
+            if getattr(self.cfg, "bootstrap", False):
+                order = torch.randint(n, (members, n), generator=self.generator, device=device)
+            else:
+                order = torch.argsort(torch.rand(members, n, generator=self.generator, device=device), dim=1)
+        for step in range(self.steps_per_epoch()):
+            if fixed:
+                yield torch.randint(n, (members, batch), generator=self.generator, device=device)
+            else:
+                yield order[:, step * batch : (step + 1) * batch]
+
+
+class ETMTrainer(_EnsembleTrainer):
     """One optimiser for all members; each member draws its own minibatch every step."""
 
     def __init__(self, model: ETMDynamics, x: Tensor, y: Tensor, generator: torch.Generator) -> None:
@@ -94,21 +127,11 @@ class ETMTrainer:
         self.optimizer = torch.optim.Adam(model.energy.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.done = False
 
-    def steps_per_epoch(self) -> int:
-        return self.cfg.steps_per_epoch or max(1, math.ceil(self.x.shape[0] / self.cfg.batch_size))
-
     def train_epoch(self, bar: Any, timer: DeviceTimer) -> Tensor:
-        n, batch, members = self.x.shape[0], min(self.cfg.batch_size, self.x.shape[0]), self.model.members
-        device = self.x.device
-        if self.cfg.steps_per_epoch is None:
-            order = torch.argsort(torch.rand(members, n, generator=self.generator, device=device), dim=1)
-        total = torch.zeros((), device=device)
+        members = self.model.members
+        total = torch.zeros((), device=self.x.device)
         net = self.model.energy
-        for step in range(self.steps_per_epoch()):
-            if self.cfg.steps_per_epoch is None:
-                index = order[:, (step * batch) % n : (step * batch) % n + batch]
-            else:
-                index = torch.randint(n, (members, batch), generator=self.generator, device=device)
+        for index in self.minibatch_indices():
             x, y = self.x[index], self.y[index]
             with timer:
                 with torch.no_grad():
@@ -135,7 +158,7 @@ class ETMTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-class FTMTrainer:
+class FTMTrainer(_EnsembleTrainer):
     """Bootstrap minibatches per member; holdout early stopping with per-member best snapshots."""
 
     def __init__(
@@ -152,23 +175,10 @@ class FTMTrainer:
         self.epochs = 0
         self.done = False
 
-    def steps_per_epoch(self) -> int:
-        return self.cfg.steps_per_epoch or max(1, math.ceil(self.x.shape[0] / self.cfg.batch_size))
-
     def train_epoch(self, bar: Any, timer: DeviceTimer) -> Tensor:
-        n, batch, members = self.x.shape[0], min(self.cfg.batch_size, self.x.shape[0]), self.model.members
-        device = self.x.device
-        if self.cfg.steps_per_epoch is None:
-            if self.cfg.bootstrap:
-                order = torch.randint(n, (members, n), generator=self.generator, device=device)
-            else:
-                order = torch.argsort(torch.rand(members, n, generator=self.generator, device=device), dim=1)
-        total = torch.zeros((), device=device)
-        for step in range(self.steps_per_epoch()):
-            if self.cfg.steps_per_epoch is None:
-                index = order[:, step * batch : (step + 1) * batch]
-            else:
-                index = torch.randint(n, (members, batch), generator=self.generator, device=device)
+        members = self.model.members
+        total = torch.zeros((), device=self.x.device)
+        for index in self.minibatch_indices():
             loss, _ = gaussian_nll_loss(self.model.net, self.x[index], self.y[index], self.cfg.logvar_loss_coef)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
