@@ -21,7 +21,7 @@ from torch import nn
 
 from empo.data.tasks import ENVS, EnvSpec
 from empo.errors import EmpoError
-from empo.utils import torch_threads
+from empo.utils import atomic_write, atomic_write_text, torch_threads
 
 POLICY_DIR = Path(__file__).parent / "policies"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's SAC actor bounds
@@ -66,9 +66,8 @@ def policy_path(env_name: str, level: str, directory: Path | None = None) -> Pat
 
 def save_policy(path: Path, actor_state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": {k: v.detach().cpu().clone() for k, v in actor_state.items()}, "meta": meta}, tmp)
-    tmp.replace(path)
+    blob = {"state_dict": {k: v.detach().cpu().clone() for k, v in actor_state.items()}, "meta": meta}
+    atomic_write(path, lambda p: torch.save(blob, p))
 
 
 def load_policy(path: Path, spec: EnvSpec) -> SavedPolicy:
@@ -235,9 +234,7 @@ def train_behaviour(
 
     def save_state() -> None:
         state["wall_seconds"] = wall_before + time.time() - started
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(state_path)
+        atomic_write_text(state_path, json.dumps(state, indent=2))
 
     def save_replay(path: Path, drop_last: int) -> None:
         """The replay buffer without its newest ``drop_last`` rows (those after the chosen snapshot)."""

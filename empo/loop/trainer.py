@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from empo.errors import EmpoError
 from empo.loop.buffers import TransitionBuffer, sample_mixed
 from empo.loop.config import TrainConfig
 from empo.loop.rollout import StepModel, rollout
+from empo.utils import atomic_write, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -67,17 +67,6 @@ CSV_COLUMNS: tuple[str, ...] = (
     "time_epoch",
     "wall_time",
 )
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda p: p.write_text(text))
 
 
 def real_buffer_from_dataset(data: dict[str, torch.Tensor], device: torch.device) -> TransitionBuffer:
@@ -188,7 +177,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         state = self.state_dict()
-        atomic_write_bytes(self.checkpoint_path, lambda p: torch.save(state, p))
+        atomic_write(self.checkpoint_path, lambda p: torch.save(state, p))
 
     def load_checkpoint(self) -> None:
         path = self.checkpoint_path

@@ -8,7 +8,6 @@ Saved as ``model.pt`` (state dict, incl. scalers) + ``model.json`` (sizes, rule,
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from empo.errors import EmpoError
 from empo.models.config import ModelConfig
 from empo.models.layers import Standardizer
 from empo.models.termination import get_termination_fn
+from empo.utils import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from empo.data.tasks import Task
@@ -88,7 +88,8 @@ class DynamicsModel(nn.Module):
         """Write model.pt (atomically) and model.json into ``model_dir``."""
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(self.state_dict(), model_dir / MODEL_WEIGHTS)
+        state = self.state_dict()
+        atomic_write(model_dir / MODEL_WEIGHTS, lambda p: torch.save(state, p))
         meta = {
             "format": FORMAT_VERSION,
             "kind": self.kind,
@@ -98,16 +99,7 @@ class DynamicsModel(nn.Module):
             "meta": self.meta,
             "config": to_dict(self.config),
         }
-        tmp = model_dir / (MODEL_META + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, model_dir / MODEL_META)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+        atomic_write_text(model_dir / MODEL_META, json.dumps(meta, indent=2))
 
 
 def build_model(kind: str, obs_dim: int, act_dim: int, termination: str, config: ModelConfig) -> DynamicsModel:

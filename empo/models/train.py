@@ -20,9 +20,10 @@ from torch import Tensor
 from empo.config import from_dict, save_yaml, to_dict
 from empo.errors import EmpoError
 from empo.models.config import ModelConfig
-from empo.models.dynamics import DynamicsModel, atomic_torch_save, build_model
+from empo.models.dynamics import DynamicsModel, build_model
 from empo.models.etm import ETMDynamics, infonce_loss, sample_negatives
 from empo.models.ftm import FTMDynamics, gaussian_nll_loss
+from empo.utils import atomic_write
 
 if TYPE_CHECKING:
     from empo.data.tasks import Task
@@ -350,17 +351,15 @@ def train_dynamics(
                     f"{row['holdout_next_obs_mse']:.4g}  reward MSE {row['holdout_reward_mse']:.4g}  "
                     f"({row['epoch_s']:.1f} s, sampler {row['sampler_s']:.1f} s)"
                 )
-            atomic_torch_save(
-                {
-                    "config": to_dict(config),
-                    "seed": seed,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "trainer": trainer.state_dict(),
-                    "generator": generator.get_state(),
-                },
-                checkpoint_path,
-            )
+            snapshot = {
+                "config": to_dict(config),
+                "seed": seed,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "trainer": trainer.state_dict(),
+                "generator": generator.get_state(),
+            }
+            atomic_write(checkpoint_path, lambda p, obj=snapshot: torch.save(obj, p))
     finally:
         writer.close()
     trainer.finish()
