@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from datetime import date
@@ -21,23 +20,10 @@ from pathlib import Path
 from empo.data import get_task, load_transitions
 from empo.data.build import behaviour_root, build_dataset
 from empo.data.minari_io import is_built
+from empo.utils import device_name, git_commit
 
 # D4RL v2 dataset mean normalised scores as DESIGN.md section 4 gives them (others: not stated there)
 D4RL_V2 = {"hopper-medium": 44.0, "halfcheetah-medium": 41.0, "walker2d-medium": 72.0}
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def training_seconds(task_name: str, behaviour_dir: Path | None) -> str:
@@ -86,10 +72,10 @@ def main() -> int:
         rows.append(row)
 
     header = [
-        f"# Datasets built on {cpu_name()}",
+        f"# Datasets built on {device_name()}",
         "",
         f"- command: `python {' '.join(sys.argv)}`",
-        f"- date: {date.today().isoformat()}, commit {commit()}, {platform.python_version()}",
+        f"- date: {date.today().isoformat()}, commit {git_commit()}, {platform.python_version()}",
         "- transitions after D4RL's qlearning semantics (timeout steps dropped); normalised score of the mean episode return;",
         "  build = collection with a ready policy; behaviour training = what building costs without the shipped policy.",
         "",

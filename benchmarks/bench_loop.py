@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ from empo.evaluation.policy_eval import PolicyEvaluator
 from empo.loop.config import resolve_config
 from empo.loop.trainer import Trainer
 from empo.models import load_model_config, train_dynamics
+from empo.utils import device_name, git_commit
 
 BRIEF_FIT = {"etm": {"epochs": 1, "steps_per_epoch": 2}, "ftm": {"max_epochs": 1, "steps_per_epoch": 2}}
 
@@ -104,8 +103,8 @@ def main() -> None:
         print(algo, rows[algo], flush=True)
 
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+        commit = git_commit()
+        name = device_name(device)
         argv = sys.argv[1:]
         if "--out" in argv:  # the command as run, without the report path
             at = argv.index("--out")
@@ -115,7 +114,7 @@ def main() -> None:
             f"# Wall clock per epoch: EMPO vs MOPO ({task.name}, loop preset {args.preset})",
             "",
             f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
-            f"- git commit: {commit} (with the uncommitted working tree of issue 4)",
+            f"- git commit: {commit}",
             f"- device: {device} ({name}), torch threads {args.threads}, torch {torch.__version__}; CPU shared with other jobs",
             f"- command: `{cmd}`",
             f"- data: {data_note}; models fit for 2 steps only (inference cost is what is timed)",

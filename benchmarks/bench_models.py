@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,30 +31,10 @@ from empo.models import load_model_config, train_dynamics
 from empo.models.dynamics import build_model
 from empo.models.etm import infonce_loss
 from empo.models.ftm import gaussian_nll_loss
+from empo.utils import device_name, git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HOPPER_MEDIUM_SIZE = 1_000_000
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({torch.get_num_threads()} torch threads)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def sync(device: torch.device) -> None:
@@ -249,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     rollout_batch = args.rollout_batch or (50_000 if full else 5_000)
     preset = args.eval_preset or ("quick" if full else "smoke")
     eval_samples = args.eval_samples or (10_000 if full else 1_000)
-    name = device_name(device)
+    name = device_name(device) + ("" if device.type == "cuda" else f" ({torch.get_num_threads()} torch threads)")
     print(f"device: {name}", flush=True)
     notes: list[str] = []
     _, data_note = hopper_data()

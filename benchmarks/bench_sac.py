@@ -11,8 +11,6 @@ ours: ``TransitionBuffer.sample`` + ``SAC.update``). One run each, after a short
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 
 from empo.agents import SAC, SACConfig
 from empo.loop.buffers import TransitionBuffer
+from empo.utils import device_name, git_commit
 
 OBS_DIM, ACT_DIM, FILL, BATCH = 11, 3, 100_000, 256
 
@@ -103,14 +102,14 @@ def main() -> None:
     if args.out:
         import stable_baselines3
 
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+        commit = git_commit()
+        name = device_name(device)
         text = "\n".join(
             [
                 "# SAC updates per second: empo vs stable-baselines3",
                 "",
                 f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
-                f"- git commit: {commit} (with the uncommitted working tree of issue 4)",
+                f"- git commit: {commit}",
                 f"- device: {device} ({name}), torch threads {args.threads}, torch {torch.__version__}, "
                 f"stable-baselines3 {stable_baselines3.__version__}",
                 f"- command: `python benchmarks/bench_sac.py --steps {args.steps} --device {args.device} --threads {args.threads}`",

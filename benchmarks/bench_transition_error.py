@@ -18,7 +18,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from bench_datasets import commit, cpu_name  # same folder
+from empo.utils import device_name, git_commit
 
 
 def run(cmd: list[str]) -> tuple[str, float]:
@@ -57,8 +57,8 @@ def main() -> int:
         f"# Transition error, ETM vs FTM, {args.task} ({args.preset} presets)",
         "",
         f"- command: `python {' '.join(sys.argv)}`",
-        f"- device: {cpu_name()}, torch threads {args.threads}",
-        f"- date: {date.today().isoformat()}, commit {commit()}",
+        f"- device: {device_name()}, torch threads {args.threads}",
+        f"- date: {date.today().isoformat()}, commit {git_commit()}",
         f"- times: {', '.join(f'{k} {v}' for k, v in timings.items())}",
         "- MSE in raw units (next state: mean over state dimensions); one-step rows: the model's holdout or up to 10,000",
         "  sampled transitions; open-loop rows: up to 1,000 starts along real episodes fed the dataset's actions;",

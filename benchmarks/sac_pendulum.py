@@ -11,8 +11,6 @@ after 1000 uniform-random steps; 10 evaluation episodes every 2000 steps.
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 
 from empo.agents import SAC, SACConfig
 from empo.loop.buffers import TransitionBuffer
+from empo.utils import device_name, git_commit
 
 
 def evaluate(agent: SAC, episodes: int, seed: int, scale: float) -> float:
@@ -96,13 +95,13 @@ def main() -> None:
     print(f"{'PASS' if passed else 'FAIL'}: best eval return {best:.1f}, first above -300 at step {first_pass}")
 
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        commit = git_commit()
         lines = [
             "# SAC on Pendulum-v1 (online), empo.agents.SAC",
             "",
             f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
-            f"- git commit: {commit} (with the uncommitted working tree of issue 4)",
-            f"- device: cpu ({platform.processor() or platform.machine()}), torch threads {args.threads}, "
+            f"- git commit: {commit}",
+            f"- device: cpu ({device_name()}), torch threads {args.threads}, "
             f"torch {torch.__version__}; CPU shared with other jobs",
             f"- command: `python benchmarks/sac_pendulum.py --steps {args.steps} --seed {args.seed} --threads {args.threads}`",
             "- settings: DESIGN.md section 7 SAC (256x256, actor lr 1e-4 without decay, critic lr 3e-4, alpha lr 1e-4, "

@@ -35,3 +35,40 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
+
+
+def git_commit(mark_dirty: bool = True) -> str | None:
+    """The checkout's short commit, "(with uncommitted changes)" appended when the tree is dirty
+    and ``mark_dirty``; None outside a git checkout. Recorded with runs and benchmark results."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        commit = head.stdout.strip()
+        if mark_dirty:
+            status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5, cwd=here)
+            if status.stdout.strip():
+                commit += " (with uncommitted changes)"
+        return commit
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: str = "cpu") -> str:
+    """A readable name of the device that figures were measured on: the GPU's, or the CPU's model."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "cpu"

@@ -6,7 +6,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from empo.cli.common import add_device_argument, cli_entry, resolve_device, seed_everything
 from empo.errors import EmpoError
+from empo.utils import git_commit
 
 DESCRIPTION = """\
 Train an offline model-based agent (EMPO with an ETM ensemble, or MOPO with a Gaussian FTM
@@ -132,16 +132,6 @@ def obtain_model(config: Any, task: Any, transitions: Any, device: Any, model_di
     return model.to(device), cache
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def default_run_dir(config: Any) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.task}-{config.algo}-{config.preset}-s{config.seed}-{stamp}"
@@ -209,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             "minari_id": minari_id,
             "dataset_source": transitions.source,
             "device": str(device),
-            "git_commit": git_commit(),
+            "git_commit": git_commit(mark_dirty=False),
             "command": " ".join(["empo-train", *(sys.argv[1:] if argv is None else argv)]),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
