@@ -124,6 +124,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise EmpoError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads exponents without a dot, e.g. 3e-4, as strings
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise EmpoError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -65,3 +65,20 @@ def test_bad_values_and_names_are_errors():
         resolve_config("hopper-medium", preset="fast")
     with pytest.raises(EmpoError, match="unknown algorithm"):
         resolve_config("hopper-medium", algo="cql")
+
+
+def test_set_accepts_exponent_floats_and_rejects_words():
+    from empo.models.config import parse_overrides
+
+    # PyYAML reads 3e-4 (no dot) as a string; a float field must still take it
+    config = resolve_config("hopper-medium", "mopo", "quick", overrides=parse_overrides(["sac.actor_lr=3e-4"]))
+    assert config.sac.actor_lr == pytest.approx(3e-4)
+    with pytest.raises(EmpoError, match=r"sac\.actor_lr: expected a number, got 'fast'"):
+        resolve_config("hopper-medium", "mopo", "quick", overrides=parse_overrides(["sac.actor_lr=fast"]))
+
+
+def test_simulator_is_a_model_kind():
+    config = resolve_config("hopper-medium", "mopo", "quick", overrides={"mopo": {"model_kind": "simulator"}})
+    assert config.algorithm.model_kind == "simulator"
+    with pytest.raises(EmpoError, match="model_kind"):
+        resolve_config("hopper-medium", "mopo", "quick", overrides={"mopo": {"model_kind": "oracle"}})

@@ -114,6 +114,13 @@ def obtain_model(config: Any, task: Any, transitions: Any, device: Any, model_di
     from empo.models import load_dynamics, load_model_config, train_dynamics
 
     kind = config.algorithm.model_kind
+    if kind == "simulator":
+        from empo.envs.simulator import SimulatorDynamics
+
+        if model_dir is not None:
+            raise EmpoError("--model-dir cannot be used with model_kind=simulator (the simulator is the model)")
+        log(f"model_kind=simulator: rollouts step the real {task.gym_id} env (a diagnostic, not offline RL)")
+        return SimulatorDynamics(task, device), None
     if model_dir is not None:
         model = load_dynamics(model_dir, task, device=device)
         if getattr(model, "kind", kind) != kind:
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume is None:
         run_info = {
             "task": task.name,
-            "model_dir": str(Path(used_model_dir).resolve()),
+            "model_dir": str(Path(used_model_dir).resolve()) if used_model_dir else None,
             "d4rl_path": str(d4rl_path) if d4rl_path else None,
             "minari_id": minari_id,
             "dataset_source": transitions.source,

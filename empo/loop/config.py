@@ -27,7 +27,9 @@ PRESETS: tuple[str, ...] = ("paper", "quick", "smoke")
 class AlgoConfig:
     """What differs between EMPO and MOPO on one task."""
 
-    model_kind: Literal["etm", "ftm"] = "etm"
+    # "simulator": the real MuJoCo env stands in for the model (a perfect model, zero penalty):
+    # a diagnostic that tells loop/agent problems from model problems; not offline RL
+    model_kind: Literal["etm", "ftm", "simulator"] = "etm"
     horizon: int = 5
     penalty_coef: float = 2.0
     penalty_decay: bool = False  # EMPO's optional decay: coef * clamp(Q' / decay_scale, 0, 1)
