@@ -258,3 +258,34 @@ def test_choose_in_band_prefers_the_centre_of_the_band():
     assert (chosen.step, inside) == (4000, False)  # 300 below the band beats 800 above it
     chosen, inside = choose_in_band([c(5000, 3300.0)], (3150.0, None))
     assert (chosen.step, inside) == (5000, True)
+
+
+def test_a_policy_in_band_over_few_episodes_must_hold_over_more(tmp_path, monkeypatch):
+    """The 2-episode evaluation lands in the band but the confirming one does not: not accepted."""
+    import empo.data.behaviour as behaviour
+
+    calls = []
+
+    def fake_evaluate(actor, gym_id, episodes, seed, deterministic=False):
+        calls.append(episodes)
+        return (100.0, 5.0) if episodes == 2 else (10.0, 5.0)
+
+    monkeypatch.setattr(behaviour, "evaluate_actor", fake_evaluate)
+    out = tmp_path / "hopper"
+    state = behaviour.train_behaviour(
+        "hopper", out, until="medium", max_steps=400, eval_every=300, eval_episodes=2, confirm_episodes=7,
+        learning_starts=100, bands={"medium": (50.0, 150.0)}, progress=False, log=lambda m: None,
+    )
+    assert calls == [2, 7]
+    assert state["reached"] == {}
+    assert not (out / "hopper-medium.pt").exists() and not (out / "medium_replay.npz").exists()
+    assert {"step": 300, "stochastic_return": 10.0, "std": 5.0, "episodes": 7} in state["evaluations"]
+
+    # confirmed: accepted, with the confirming figures in the policy's metadata
+    monkeypatch.setattr(behaviour, "evaluate_actor", lambda actor, gym_id, episodes, seed, deterministic=False: (120.0, 5.0))
+    state = behaviour.train_behaviour(
+        "hopper", tmp_path / "again", until="medium", max_steps=400, eval_every=300, eval_episodes=2, confirm_episodes=7,
+        learning_starts=100, bands={"medium": (50.0, 150.0)}, progress=False, log=lambda m: None,
+    )
+    medium = state["reached"]["medium"]
+    assert (medium["confirmed_return"], medium["confirm_episodes"]) == (120.0, 7)

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, default=1_000_000, help="give up after this many env steps")
     train.add_argument("--eval-every", type=int, default=5000, help="env steps between evaluations (default: 5000)")
     train.add_argument(
+        "--confirm-episodes",
+        type=int,
+        default=50,
+        help="a policy whose 10-episode evaluation lands in a level's band is accepted only if its "
+        "return over this many episodes is in the band too (default: 50)",
+    )
+    train.add_argument(
         "--install",
         action="store_true",
         help="copy the resulting policies into the package's shipped policies (for maintainers)",
@@ -120,7 +127,8 @@ def cmd_train_behaviour(args: argparse.Namespace) -> int:
     until = "expert" if task.level in ("expert", "medium-expert") else "medium"
     out = args.out or behaviour_root() / task.env.name
     started = time.time()
-    state = train_behaviour(task.env.name, out, until=until, seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every)
+    state = train_behaviour(task.env.name, out, until=until, seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every,
+                            confirm_episodes=args.confirm_episodes)
     for level, meta in state["reached"].items():
         print(f"{task.env.name}-{level}: step {meta['train_steps']}, stochastic return {meta['stochastic_return']:.1f}")
     if args.install:
