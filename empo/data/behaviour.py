@@ -148,6 +148,12 @@ class Candidate:
     state: dict[str, torch.Tensor]
 
 
+def in_band(value: float, band: Band) -> bool:
+    """``value`` lies in ``band`` = (low, high); ``high`` None means no upper bound."""
+    low, high = band
+    return value >= low and (high is None or value <= high)
+
+
 def choose_in_band(candidates: list[Candidate], band: Band) -> tuple[Candidate, bool]:
     """The candidate inside ``band`` closest to its centre; if none is inside, the one closest to it.
 
@@ -157,13 +163,10 @@ def choose_in_band(candidates: list[Candidate], band: Band) -> tuple[Candidate, 
     low, high = band
     centre = low if high is None else (low + high) / 2
 
-    def inside(c: Candidate) -> bool:
-        return c.mean >= low and (high is None or c.mean <= high)
-
     def distance(c: Candidate) -> float:
         return abs(c.mean - centre)
 
-    within = [c for c in candidates if inside(c)]
+    within = [c for c in candidates if in_band(c.mean, band)]
     if within:
         return min(within, key=distance), True
     return min(candidates, key=lambda c: min(abs(c.mean - low), abs(c.mean - (high if high is not None else low)))), False
@@ -317,7 +320,7 @@ def train_behaviour(
                     )
                     state["evaluations"].append({"step": chosen.step, "stochastic_return": confirmed_mean,
                                                  "std": confirmed_std, "episodes": confirm_episodes})
-                    if confirmed_mean < low or (high is not None and confirmed_mean > high):
+                    if not in_band(confirmed_mean, (low, high)):
                         log(f"\n{env_name}: step {chosen.step} scored {chosen.mean:.0f} over {eval_episodes} episodes "
                             f"but {confirmed_mean:.0f} over {confirm_episodes}: not {level} yet, training on")
                         continue

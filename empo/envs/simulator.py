@@ -42,10 +42,9 @@ class SimulatorDynamics:
             )
 
     def set_observation(self, obs: np.ndarray) -> None:
-        """Put the simulator in the state that ``obs`` describes (x position 0)."""
+        """Put the simulator in the state that ``obs`` (float64) describes (x position 0)."""
         qpos = np.concatenate([[0.0], obs[: self.qpos_observed]])
-        qvel = obs[self.qpos_observed :].astype(np.float64)
-        self.env.set_state(qpos, qvel)
+        self.env.set_state(qpos, obs[self.qpos_observed :])
 
     @torch.no_grad()
     def step(self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None) -> StepResult:
@@ -58,8 +57,8 @@ class SimulatorDynamics:
         for i in range(n):
             self.set_observation(obs_np[i])
             next_obs[i], reward[i], terminal[i], _, _ = self.env.step(act_np[i])
-        as_tensor = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
-        return StepResult(as_tensor(next_obs), as_tensor(reward), as_tensor(terminal), torch.zeros(n, device=self.device))
+        next_obs_t, reward_t, terminal_t = (torch.as_tensor(x, device=self.device) for x in (next_obs, reward, terminal))
+        return StepResult(next_obs_t, reward_t, terminal_t, torch.zeros(n, device=self.device))
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None):
         result = self.step(obs, act)
