@@ -88,12 +88,29 @@ def holdout_errors(model: DynamicsModel, x: Tensor, y: Tensor, generator: torch.
 
 
 class _EnsembleTrainer:
-    """What both trainers share: the epoch's length and each member's minibatch rows."""
+    """What both trainers share: the epoch's length, each member's minibatch rows, the update step."""
 
     cfg: Any
     x: Tensor
     model: DynamicsModel
     generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+
+    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
+        """The summed loss of all members on their rows ``index`` [members, batch]."""
+        raise NotImplementedError
+
+    def train_epoch(self, bar: Any, timer: DeviceTimer) -> Tensor:
+        """One epoch of updates; returns the mean loss per member and step (a device tensor)."""
+        total = torch.zeros((), device=self.x.device)
+        for index in self.minibatch_indices():
+            loss = self.loss_for(index, timer)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() / self.model.members
+            bar.update(1)
+        return total / self.steps_per_epoch()
 
     def steps_per_epoch(self) -> int:
         return self.cfg.steps_per_epoch or max(1, math.ceil(self.x.shape[0] / self.cfg.batch_size))
@@ -128,23 +145,15 @@ class ETMTrainer(_EnsembleTrainer):
         self.optimizer = torch.optim.Adam(model.energy.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.done = False
 
-    def train_epoch(self, bar: Any, timer: DeviceTimer) -> Tensor:
-        members = self.model.members
-        total = torch.zeros((), device=self.x.device)
+    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
         net = self.model.energy
-        for index in self.minibatch_indices():
-            x, y = self.x[index], self.y[index]
-            with timer:
-                with torch.no_grad():
-                    code = net.encode(x)
-                negatives = sample_negatives(net, code, y.shape[-1], self.cfg, self.generator)
-            loss, _, _ = infonce_loss(net, x, y, self.cfg, self.generator, negatives=negatives)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach() / members
-            bar.update(1)
-        return total / self.steps_per_epoch()
+        x, y = self.x[index], self.y[index]
+        with timer:
+            with torch.no_grad():
+                code = net.encode(x)
+            negatives = sample_negatives(net, code, y.shape[-1], self.cfg, self.generator)
+        loss, _, _ = infonce_loss(net, x, y, self.cfg, self.generator, negatives=negatives)
+        return loss
 
     def end_epoch(self, errors: dict[str, float]) -> None:
         pass
@@ -176,17 +185,9 @@ class FTMTrainer(_EnsembleTrainer):
         self.epochs = 0
         self.done = False
 
-    def train_epoch(self, bar: Any, timer: DeviceTimer) -> Tensor:
-        members = self.model.members
-        total = torch.zeros((), device=self.x.device)
-        for index in self.minibatch_indices():
-            loss, _ = gaussian_nll_loss(self.model.net, self.x[index], self.y[index], self.cfg.logvar_loss_coef)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach() / members
-            bar.update(1)
-        return total / self.steps_per_epoch()
+    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
+        loss, _ = gaussian_nll_loss(self.model.net, self.x[index], self.y[index], self.cfg.logvar_loss_coef)
+        return loss
 
     @torch.no_grad()
     def member_holdout_mse(self) -> Tensor:
