@@ -88,3 +88,33 @@ def test_state_dict_round_trip_continues_identically(tmp_path):
         assert torch.equal(a[key], b[key]), key
     with pytest.raises(EmpoError, match="obs_dim"):
         SAC(17, 6, config).load_state_dict(agent.state_dict())
+
+
+def test_layer_norm_critic_matches_a_per_member_reference_and_its_norms_train():
+    agent = SAC(11, 3, SACConfig(hidden_sizes=[32, 16], critic_layer_norm=True), seed=0)
+    critic = agent.critic
+    with torch.no_grad():  # make gains and biases non-trivial so the test sees them
+        for gain, bias in zip(critic.norm_gain, critic.norm_bias, strict=True):
+            gain.uniform_(0.5, 1.5)
+            bias.uniform_(-0.2, 0.2)
+    obs, act = torch.randn(20, 11), torch.rand(20, 3) * 2 - 1
+    q = critic(obs, act)
+    for member in range(2):
+        x = torch.cat([obs, act], dim=-1)
+        for index, layer in enumerate(critic.hidden):
+            x = x @ layer.weight[member] + layer.bias[member]
+            ln = torch.nn.LayerNorm(x.shape[-1])
+            with torch.no_grad():
+                ln.weight.copy_(critic.norm_gain[index][member, 0])
+                ln.bias.copy_(critic.norm_bias[index][member, 0])
+            x = torch.relu(ln(x))
+        expected = (x @ critic.out.weight[member] + critic.out.bias[member]).squeeze(-1)
+        assert torch.allclose(q[member], expected, atol=1e-5)
+    # the gains are trained and soft-copied into the target critic like every other parameter
+    target_gain = agent.critic_target.norm_gain[0].clone()
+    gain = critic.norm_gain[0].clone()
+    agent.update(fixed_batch(terminal=0.0))
+    assert not torch.equal(critic.norm_gain[0], gain)
+    assert not torch.equal(agent.critic_target.norm_gain[0], target_gain)
+    # plain critics (the published setting) have no norm parameters
+    assert SAC(11, 3, SACConfig(hidden_sizes=[32, 16]), seed=0).critic.norm_gain is None

@@ -38,6 +38,10 @@ class SACConfig:
     target_entropy: float | None = None  # None: -|A|
     auto_alpha: bool = True
     actor_lr_cosine_decay: bool = True  # cosine decay of the actor lr to 0 over training
+    # Not in the published recipe: LayerNorm after each critic hidden layer bounds how far Q can
+    # extrapolate off the data, which stops the critic divergence the quick ETM causes (see
+    # docs/training.md); the paper preset keeps plain critics.
+    critic_layer_norm: bool = False
 
     def __post_init__(self) -> None:
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
@@ -77,17 +81,25 @@ class EnsembleLinear(nn.Module):
 class TwinCritic(nn.Module):
     """Two Q networks Q(s, a) -> [2, B], evaluated together."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: list[int], members: int = 2) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_sizes: list[int], members: int = 2, layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.members = members
         sizes = [obs_dim + act_dim, *hidden_sizes]
         self.hidden = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        # per-member LayerNorm gain and bias, applied before each hidden ReLU
+        self.norm_gain = nn.ParameterList(nn.Parameter(torch.ones(members, 1, b)) for b in hidden_sizes) if layer_norm else None
+        self.norm_bias = nn.ParameterList(nn.Parameter(torch.zeros(members, 1, b)) for b in hidden_sizes) if layer_norm else None
         self.out = EnsembleLinear(members, sizes[-1], 1)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.members, -1, -1)
-        for layer in self.hidden:
-            x = F.relu(layer(x))
+        for index, layer in enumerate(self.hidden):
+            x = layer(x)
+            if self.norm_gain is not None and self.norm_bias is not None:
+                x = F.layer_norm(x, x.shape[-1:]) * self.norm_gain[index] + self.norm_bias[index]
+            x = F.relu(x)
         return self.out(x).squeeze(-1)
 
 
@@ -152,8 +164,8 @@ class SAC:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.actor = TanhGaussianActor(obs_dim, act_dim, config.hidden_sizes, config.log_std_min, config.log_std_max)
-            self.critic = TwinCritic(obs_dim, act_dim, config.hidden_sizes)
-            self.critic_target = TwinCritic(obs_dim, act_dim, config.hidden_sizes)
+            self.critic = TwinCritic(obs_dim, act_dim, config.hidden_sizes, layer_norm=config.critic_layer_norm)
+            self.critic_target = TwinCritic(obs_dim, act_dim, config.hidden_sizes, layer_norm=config.critic_layer_norm)
         self.actor.to(self.device)
         self.critic.to(self.device)
         self.critic_target.to(self.device)
