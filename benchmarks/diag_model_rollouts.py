@@ -28,10 +28,10 @@ import torch
 
 from empo.agents.sac import SAC
 from empo.cli.train import load_dataset
-from empo.config import from_dict
 from empo.data.tasks import get_task
 from empo.envs.simulator import SimulatorDynamics
-from empo.loop.config import TrainConfig
+from empo.loop.config import config_from_dict
+from empo.loop.trainer import CHECKPOINT
 from empo.models import load_dynamics
 from empo.utils import device_name, git_commit
 
@@ -80,11 +80,11 @@ def main() -> int:
     data = load_dataset(task.name, None, None).qlearning().to_tensors("cpu")
     observations = data["observations"]
     low, high = observations.min(0).values, observations.max(0).values
-    checkpoint_path = args.run_dir / "checkpoint.pt"
+    checkpoint_path = args.run_dir / CHECKPOINT
     if not checkpoint_path.is_file():
-        sys.exit(f"{args.run_dir}: no checkpoint.pt (expected an empo-train run directory)")
+        sys.exit(f"{args.run_dir}: no {CHECKPOINT} (expected an empo-train run directory)")
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    config = from_dict(TrainConfig, checkpoint["config"], where=str(checkpoint_path))
+    config = config_from_dict(checkpoint["config"], where=str(checkpoint_path))
     agent = SAC(task.obs_dim, task.act_dim, config.sac)
     agent.load_state_dict(checkpoint["agent"])
     model = load_dynamics(args.model_dir, task)
