@@ -12,6 +12,10 @@ Two tables, written as markdown with command, device, date and commit:
    dataset's range, the mean raw penalty and its rank correlation with the error, at steps 1 and 5.
 2. One step on dataset transitions: per target dimension (state deltas, then reward), the slope
    of the model's change regressed on the true change (1 = right scale, < 1 = shrunk to zero).
+3. For an ETM, whether its sampler or its energy is off: the evaluation sampler started at zero
+   and started at the true change, with the next-state MSE of each and the energy of the true
+   change above that of the sample. Equal errors from both starts mean the chains reach the
+   energy's minimum and the minimum itself is misplaced (a training problem, not an inference one).
 
 It answers "is it the sampler, the model, or the loop?" for a run that does not learn.
 """
@@ -60,8 +64,34 @@ def rollout_errors(model, sim, agent, start_obs, low, high, horizon=5, seed=1) -
         step, true = model.step(obs, act, generator=generator), sim.step(obs, act)
         error = (step.next_obs - true.next_obs).pow(2).mean(dim=1)
         outside = ((step.next_obs < low) | (step.next_obs > high)).any(dim=1).float().mean()
-        rows.append((float(error.mean()), float(outside), float(step.penalty.mean()), rank_correlation(step.penalty, error)))
+        rows.append(
+            (float(error.mean()), float(outside), float(step.penalty.mean()), rank_correlation(step.penalty, error))
+        )
         obs = step.next_obs[~step.terminal]
+    return rows
+
+
+@torch.no_grad()
+def energy_minimum_check(model, obs: torch.Tensor, act: torch.Tensor, true_change: torch.Tensor) -> list[str]:
+    """Table rows: the ETM's evaluation sampler from zero and from the true (Delta s, r)."""
+    sampler = model.config.etm.eval_langevin
+    x = model.input_scaler(torch.cat([obs, act], dim=-1))
+    members = model.members
+
+    def energy(change: torch.Tensor) -> torch.Tensor:  # raw [M, B, D] -> [M, B]
+        y = model.target_scaler(change)
+        return model.energy(x.unsqueeze(0).expand(members, -1, -1), y.unsqueeze(2)).squeeze(2)
+
+    true_energy = energy(true_change.unsqueeze(0).expand(members, -1, -1))
+    rows = []
+    for label, init in (("from zero (as in use)", None), ("from the true change", true_change)):
+        generator = torch.Generator().manual_seed(3)
+        sample = model.sample_members(obs, act, sampler, generator=generator, init=init)  # [M, B, D]
+        error = (sample.median(dim=0).values[:, :-1] - true_change[:, :-1]).pow(2).mean()
+        gap = true_energy - energy(sample)
+        rows.append(
+            f"| {label} | {float(error):.4f} | {float(gap.mean()):+.3f} | {float((gap > 0).float().mean()):.0%} |"
+        )
     return rows
 
 
@@ -109,7 +139,9 @@ def main() -> int:
         if model.kind == "etm":
             etm_config = model.config.etm
             published = etm_config.rollout_langevin
-            etm_config.rollout_langevin = etm_config.eval_langevin if change is None else dataclasses.replace(published, **change)
+            etm_config.rollout_langevin = (
+                etm_config.eval_langevin if change is None else dataclasses.replace(published, **change)
+            )
         rows = rollout_errors(model, sim, agent, start_obs, low, high)
         if model.kind == "etm":
             etm_config.rollout_langevin = published
@@ -133,6 +165,16 @@ def main() -> int:
         "| " + " | ".join(f"{x:.2f}" for x in slope.tolist()) + " |",
     ]
     print("\n".join(lines[-5:]))
+    if model.kind == "etm":
+        lines += [
+            "",
+            "## Sampler or energy: the evaluation sampler from zero and from the true change",
+            "",
+            "| start | next-state MSE | E(true) - E(sample), mean | share with E(true) > E(sample) |",
+            "|---|---|---|---|",
+            *energy_minimum_check(model, start_obs, data["actions"][index], true_change),
+        ]
+        print("\n".join(lines[-6:]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")
