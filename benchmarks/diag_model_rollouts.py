@@ -75,14 +75,12 @@ def rollout_errors(model, sim, agent, start_obs, low, high, horizon=5, seed=1) -
 def energy_minimum_check(model, obs: torch.Tensor, act: torch.Tensor, true_change: torch.Tensor) -> list[str]:
     """Table rows: the ETM's evaluation sampler from zero and from the true (Delta s, r)."""
     sampler = model.config.etm.eval_langevin
-    x = model.input_scaler(torch.cat([obs, act], dim=-1))
-    members = model.members
+    code = model.energy.encode(model.input_scaler(torch.cat([obs, act], dim=-1)))  # [M, B, H], shared
 
     def energy(change: torch.Tensor) -> torch.Tensor:  # raw [M, B, D] -> [M, B]
-        y = model.target_scaler(change)
-        return model.energy(x.unsqueeze(0).expand(members, -1, -1), y.unsqueeze(2)).squeeze(2)
+        return model.energy.energy_from_code(code, model.target_scaler(change).unsqueeze(2)).squeeze(2)
 
-    true_energy = energy(true_change.unsqueeze(0).expand(members, -1, -1))
+    true_energy = energy(true_change.unsqueeze(0).expand(model.members, -1, -1))
     rows = []
     for label, init in (("from zero (as in use)", None), ("from the true change", true_change)):
         generator = torch.Generator().manual_seed(3)
