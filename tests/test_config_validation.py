@@ -82,3 +82,11 @@ def test_simulator_is_a_model_kind():
     assert config.algorithm.model_kind == "simulator"
     with pytest.raises(EmpoError, match="model_kind"):
         resolve_config("hopper-medium", "mopo", "quick", overrides={"mopo": {"model_kind": "oracle"}})
+
+
+def test_quick_preset_raises_only_empos_penalty_coefficient():
+    # the quick ETM needs a stronger penalty than the published 2.0 (configs/presets/quick.yaml)
+    for task in ("hopper-medium", "halfcheetah-medium", "walker2d-medium-replay"):
+        paper, quick = resolve_config(task, "empo", "paper"), resolve_config(task, "empo", "quick")
+        assert paper.empo.penalty_coef == 2.0 and quick.empo.penalty_coef == 5.0
+        assert quick.empo.horizon == paper.empo.horizon and quick.mopo == paper.mopo

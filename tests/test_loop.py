@@ -108,3 +108,19 @@ def test_trainer_with_a_fake_model_fills_the_model_buffer(tmp_path):
     assert summary["updates"] == 40 and summary["final_normalized_score"] is None
     assert model.calls[0] == config.rollout.start_states
     assert 0 < len(trainer.model_buffer) <= config.model_buffer_capacity
+
+
+def test_main_runs_with_an_injected_model(tmp_path, synthetic_dataset):
+    # benchmarks/diag_swap_penalty.py runs the real command with a model of its own this way
+    model = FakeDynamics()
+    asked = []
+
+    def obtain(config, task, transitions, device, model_dir, progress, log=print):
+        asked.append(config.algorithm.model_kind)
+        return model, None
+
+    run_dir = tmp_path / "run"
+    argv = ["--task", "hopper-medium", "--algo", "empo", "--preset", "smoke", "--run-dir", str(run_dir), "--no-progress"]
+    assert train_cli.main([*argv, "--set", "training.epochs=1"], obtain=obtain) == 0
+    assert asked == ["etm"] and model.calls, "the injected model did the rollouts"
+    assert json.loads((run_dir / "run.json").read_text())["model_dir"] is None

@@ -113,6 +113,11 @@ def test_model_config_presets_and_overrides():
     assert paper.etm.eval_langevin.noise == 0.0 and paper.ftm.elites == 5
     quick = load_model_config("ftm", "quick", {"ftm": {"elites": 3}})
     assert quick.kind == "ftm" and quick.ftm.elites == 3
+    # The quick ETM may cut negatives and updates, not the negatives' Langevin refinement: with 10
+    # steps InfoNCE collapsed and the ETM was 6x less accurate (docs/models.md).
+    quick_etm = load_model_config("etm", "quick")
+    assert quick_etm.etm.train_langevin == paper.etm.train_langevin
+    assert quick_etm.etm.num_negatives < paper.etm.num_negatives
     assert parse_overrides(["etm.train_langevin.steps=7", "etm.lr=0.01"]) == {
         "etm": {"train_langevin": {"steps": 7}, "lr": 0.01}
     }

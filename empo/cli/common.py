@@ -7,17 +7,20 @@ import functools
 import random
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from empo.errors import EmpoError
 
 
-def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a command's ``main`` so that user errors print one line and exit with status 2."""
+def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a command's ``main`` so that user errors print one line and exit with status 2.
+
+    Keyword arguments (injected components, e.g. ``empo-train``'s ``obtain``) pass through."""
 
     @functools.wraps(main)
-    def wrapper(argv: list[str] | None = None) -> int:
+    def wrapper(argv: list[str] | None = None, **kwargs: Any) -> int:
         try:
-            return main(argv)
+            return main(argv, **kwargs)
         except EmpoError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

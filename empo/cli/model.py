@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("paper", "quick", "smoke"),
         default="paper",
-        help="settings: paper (DESIGN.md sections 5-6, a GPU recipe), quick (ETM about 6 min, FTM about 3 min on 1M transitions, 2-core CPU), "
+        help="settings: paper (DESIGN.md sections 5-6, a GPU recipe), quick (ETM about 22 min, FTM about 3 min on 1M transitions, 2-core CPU), "
         "smoke (seconds; checks the plumbing) (default: paper)",
     )
     train.add_argument(

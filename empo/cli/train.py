@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ presets (cost of the agent phase; the model preset follows the same name):
   paper  3000 epochs x 1000 updates (3M SAC updates), 50k-state rollouts, 10 eval episodes an
          epoch: the published schedule. A GPU recipe: days on a 2-core CPU.
   quick  about an hour on a 2-core CPU: 120 epochs x 1000 updates, 2.5k-state rollouts, 5 eval
-         episodes, the quick model preset (about 6 min). Its scores are not yet measured on real data.
+         episodes, the quick model preset (ETM about 22 min). A CPU check of the method, not the
+         paper's scores: benchmarks/results/learning-hopper-medium-quick-*.md.
   smoke  seconds: 4 tiny epochs, to check that everything runs. Learns nothing.
 
 run directory (default runs/<task>-<algo>-<preset>-s<seed>-<timestamp>):
@@ -146,7 +148,9 @@ def default_run_dir(config: Any) -> Path:
 
 # ---------------------------------------------------------------------------------- main
 @cli_entry
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, obtain: Callable[..., tuple[Any, Path | None]] | None = None) -> int:
+    """``empo-train``. ``obtain`` replaces :func:`obtain_model` (same signature and result), so that
+    a diagnostic can run the real command with a model of its own (benchmarks/diag_swap_penalty.py)."""
     args = build_parser().parse_args(argv)
     import torch
 
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(config.seed)
     transitions = load_dataset(task.name, d4rl_path, minari_id)
     transitions.validate(task, origin=f"dataset of {task.name}")
-    model, used_model_dir = obtain_model(config, task, transitions, device, model_dir, progress)
+    model, used_model_dir = (obtain or obtain_model)(config, task, transitions, device, model_dir, progress)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.resume is None:
