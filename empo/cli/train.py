@@ -31,8 +31,9 @@ presets (cost of the agent phase; the model preset follows the same name):
   paper  3000 epochs x 1000 updates (3M SAC updates), 50k-state rollouts, 10 eval episodes an
          epoch: the published schedule. A GPU recipe: days on a 2-core CPU.
   quick  about an hour on a 2-core CPU: 120 epochs x 1000 updates, 2.5k-state rollouts, 5 eval
-         episodes, the quick model preset (ETM about 22 min). A CPU check of the method, not the
-         paper's scores: benchmarks/results/learning-hopper-medium-quick-*.md.
+         episodes, the quick model preset (ETM about 22 min). Not the published recipe in two
+         places: LayerNorm critics and EMPO penalty coefficient 5.0 (docs/training.md). A CPU
+         check of the method, not the paper's scores: benchmarks/results/learning-hopper-medium-quick-*.md.
   smoke  seconds: 4 tiny epochs, to check that everything runs. Learns nothing.
 
 run directory (default runs/<task>-<algo>-<preset>-s<seed>-<timestamp>):
