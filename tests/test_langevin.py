@@ -18,7 +18,35 @@ def test_step_size_schedule_is_polynomial_from_start_to_end():
     sizes = step_sizes(LangevinConfig(steps=4, step_size_start=0.1, step_size_end=1e-3, step_size_power=2.0))
     assert sizes[0] == pytest.approx(0.1)
     assert sizes == sorted(sizes, reverse=True)
-    assert sizes[2] == pytest.approx((0.1 - 1e-3) * 0.25 + 1e-3)
+    # t / (steps - 1): t = 2 of 0..3 gives (1 - 2/3)^2 = 1/9 of the span
+    assert sizes[2] == pytest.approx((0.1 - 1e-3) / 9 + 1e-3)
+    # the authors' schedule: the last step uses the final size exactly
+    assert sizes[-1] == 1e-3
+    for steps in (2, 30, 100):
+        assert step_sizes(LangevinConfig(steps=steps, step_size_end=1e-5))[-1] == 1e-5
+    assert step_sizes(LangevinConfig(steps=1, step_size_start=0.1, step_size_end=1e-5)) == [pytest.approx(0.1)]
+
+
+def test_legacy_step_size_schedule_stops_above_the_end():
+    legacy = LangevinConfig(steps=4, step_size_start=0.1, step_size_end=1e-3, step_size_reaches_end=False)
+    sizes = step_sizes(legacy)
+    assert sizes[2] == pytest.approx((0.1 - 1e-3) * 0.25 + 1e-3)  # t / steps
+    assert sizes[-1] > 1e-3
+
+
+def test_sampler_settings_are_validated():
+    for bad in ({"grad_clip": 0.0}, {"noise": -0.1}, {"step_size_start": 1e-3, "step_size_end": 0.1}, {"move_clip": -1.0}):
+        with pytest.raises(ValueError):
+            LangevinConfig(**bad)
+
+
+def test_gradient_clip_bounds_each_move():
+    """A steep energy (gradient 100 everywhere): one noiseless step moves by eta * 0.5 * clip."""
+    steep = lambda y: 100.0 * y.sum(-1)  # noqa: E731
+    for clip in (0.5, 10.0):
+        config = LangevinConfig(steps=1, noise=0.0, step_size_start=0.1, step_size_end=0.1, grad_clip=clip, move_clip=5.0)
+        out = langevin_sample(steep, (1, 3), 2, config)
+        assert torch.allclose(out, torch.full_like(out, -0.1 * 0.5 * clip))
 
 
 def test_langevin_lowers_the_energy_and_keeps_shape_and_bounds():

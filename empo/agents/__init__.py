@@ -1,5 +1,5 @@
 """Agents: the hand-written, device-resident SAC used by the EMPO/MOPO loop."""
 
-from empo.agents.sac import SAC, SACConfig
+from empo.agents.sac import SAC, SACConfig, TargetPenalty
 
-__all__ = ["SAC", "SACConfig"]
+__all__ = ["SAC", "SACConfig", "TargetPenalty"]

@@ -59,6 +59,20 @@ class SACConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
+@dataclass
+class TargetPenalty:
+    """An uncertainty penalty taken off the reward inside every critic target (the authors' EMPO).
+
+    Each model transition carries its raw penalty p (``batch["penalties"]``, zero for real data);
+    the target uses ``r - c * p`` with ``c = coef``, or with ``decay`` ``c = coef * clamp(V'(s') /
+    decay_scale, 0, 1)``, where V'(s') is that update's soft target value of the next state.
+    """
+
+    coef: float
+    decay: bool = False
+    decay_scale: float = 100.0
+
+
 class EnsembleLinear(nn.Module):
     """``members`` independent linear layers applied in one batched matmul.
 
@@ -155,8 +169,12 @@ class SAC:
         device: str | torch.device = "cpu",
         seed: int = 0,
         total_lr_steps: int | None = None,
+        target_penalty: TargetPenalty | None = None,
+        alpha_max: float | None = None,
     ) -> None:
         self.config = config = config or SACConfig()
+        self.target_penalty = target_penalty
+        self.alpha_max = alpha_max  # the temperature used in the losses is clamped to <= alpha_max
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = torch.device(device)
         # parameters are initialised from a seeded CPU generator so that they do not depend on
@@ -204,24 +222,36 @@ class SAC:
 
     @property
     def alpha(self) -> torch.Tensor:
-        return self.log_alpha.detach().exp()
+        """The temperature used in the losses: exp(log_alpha), clamped to ``alpha_max`` if set."""
+        alpha = self.log_alpha.detach().exp()
+        return alpha if self.alpha_max is None else alpha.clamp(max=self.alpha_max)
 
     # ----------------------------------------------------------------------------- learning
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One gradient step of critics, actor and temperature on ``batch``.
 
-        ``batch`` holds observations, actions, rewards [B], next_observations, terminals [B].
-        Returns detached scalar tensors; reading them forces a sync, so read them rarely.
+        ``batch`` holds observations, actions, rewards [B], next_observations, terminals [B], and
+        with a ``target_penalty`` the raw penalties [B]. Returns detached scalar tensors; reading
+        them forces a sync, so read them rarely.
         """
         cfg = self.config
         obs, act = batch["observations"], batch["actions"]
-        alpha = self.log_alpha.detach().exp()
+        alpha = self.alpha
 
         # critics
         with torch.no_grad():
             next_act, next_log_prob = self.actor.sample(batch["next_observations"], self.generator)
             next_q = self.critic_target(batch["next_observations"], next_act).min(dim=0).values
-            target_q = batch["rewards"] + cfg.gamma * (1.0 - batch["terminals"]) * (next_q - alpha * next_log_prob)
+            next_value = next_q - alpha * next_log_prob
+            reward = batch["rewards"]
+            penalty_in_target = torch.zeros((), device=self.device)
+            if self.target_penalty is not None:
+                tp = self.target_penalty
+                coef = tp.coef * (next_value / tp.decay_scale).clamp(0.0, 1.0) if tp.decay else tp.coef
+                penalty = coef * batch["penalties"]
+                reward = reward - penalty
+                penalty_in_target = penalty.mean()
+            target_q = reward + cfg.gamma * (1.0 - batch["terminals"]) * next_value
         q = self.critic(obs, act)
         critic_loss = (q - target_q.unsqueeze(0)).pow(2).mean(dim=1).sum()
         self.critic_optim.zero_grad(set_to_none=True)
@@ -262,6 +292,7 @@ class SAC:
             "q2_mean": q_detached[1].mean(),
             "target_q_mean": target_q.mean(),
             "entropy": -log_prob.mean(),
+            "penalty_in_target": penalty_in_target,
         }
 
     def step_lr_schedule(self) -> None:

@@ -3,7 +3,9 @@
 ``TransitionBuffer`` is a ring buffer of preallocated tensors: adding a batch writes in place
 (wrapping at the end) and sampling draws indices with the buffer's own ``torch.Generator``. The
 fill level is a Python int kept alongside, so sampling never asks the device how full it is.
-The real buffer holds the dataset; the model buffer keeps the last K rollouts.
+The real buffer holds the dataset; the model buffer keeps the last K rollouts. ``penalties``
+holds each transition's raw uncertainty penalty (zero for real data), which EMPO subtracts inside
+the critic target at every update.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 
 from empo.errors import EmpoError
 
-KEYS: tuple[str, ...] = ("observations", "actions", "rewards", "next_observations", "terminals")
+KEYS: tuple[str, ...] = ("observations", "actions", "rewards", "next_observations", "terminals", "penalties")
+OPTIONAL_KEYS: tuple[str, ...] = ("penalties",)  # zero when a batch or an older checkpoint lacks them
 
 
 class TransitionBuffer:
@@ -32,6 +35,7 @@ class TransitionBuffer:
             "rewards": torch.zeros(capacity, device=self.device),
             "next_observations": torch.zeros(capacity, obs_dim, device=self.device),
             "terminals": torch.zeros(capacity, device=self.device),
+            "penalties": torch.zeros(capacity, device=self.device),
         }
         self.position = 0  # next row to write
         self.size = 0  # rows holding data
@@ -49,7 +53,7 @@ class TransitionBuffer:
         return buffer
 
     def add(self, batch: dict[str, torch.Tensor]) -> None:
-        """Append ``batch`` (same keys as the storage, any number of rows), wrapping around."""
+        """Append ``batch`` (the storage's keys; ``penalties`` may be left out: zero), wrapping around."""
         n = int(batch["observations"].shape[0])
         if n == 0:
             return
@@ -58,7 +62,10 @@ class TransitionBuffer:
             n = self.capacity
         first = min(n, self.capacity - self.position)
         for key in KEYS:
-            value = batch[key].to(self.device, torch.float32)
+            if key not in batch and key in OPTIONAL_KEYS:
+                value = torch.zeros(n, device=self.device)
+            else:
+                value = batch[key].to(self.device, torch.float32)
             target = self.storage[key]
             target[self.position : self.position + first] = value[:first]
             if first < n:
@@ -89,7 +96,12 @@ class TransitionBuffer:
             )
         size = int(state["size"])
         for key in KEYS:
-            self.storage[key][:size] = state["storage"][key].to(self.device)
+            if key in state["storage"]:
+                self.storage[key][:size] = state["storage"][key].to(self.device)
+            elif key in OPTIONAL_KEYS:  # a checkpoint from before the key existed
+                self.storage[key][:size] = 0.0
+            else:
+                raise EmpoError(f"buffer checkpoint lacks '{key}'")
         self.position, self.size = int(state["position"]), size
 
 

@@ -32,8 +32,17 @@ class AlgoConfig:
     model_kind: Literal["etm", "ftm", "simulator"] = "etm"
     horizon: int = 5
     penalty_coef: float = 2.0
-    penalty_decay: bool = False  # EMPO's optional decay: coef * clamp(Q' / decay_scale, 0, 1)
+    # Where the penalty meets the reward. "update": the raw penalty is stored with each model
+    # transition and subtracted inside every critic target (the authors' EMPO); "rollout": taken
+    # off the reward once, when the rollout is stored (MOPO, as in OfflineRL-Kit).
+    penalty_at: Literal["update", "rollout"] = "rollout"
+    # coef * clamp(Q'(s') / decay_scale, 0, 1) per sample. At "update", Q' is that update's soft
+    # target value of s' (min target critic - alpha * log pi); at "rollout", the critics' min value.
+    penalty_decay: bool = False
     decay_scale: float = 100.0
+    # Upper clamp of the SAC temperature used in the losses, applied after each update (the
+    # authors' EMPO clamps alpha to [0, 1]); None: no clamp.
+    alpha_max: float | None = None
 
     def __post_init__(self) -> None:
         if self.horizon < 1:
@@ -42,10 +51,13 @@ class AlgoConfig:
             raise ValueError(f"penalty_coef must be >= 0, got {self.penalty_coef}")
         if self.decay_scale <= 0:
             raise ValueError(f"decay_scale must be positive, got {self.decay_scale}")
+        if self.alpha_max is not None and not self.alpha_max > 0:
+            raise ValueError(f"alpha_max must be positive or null, got {self.alpha_max}")
 
 
 def _empo() -> AlgoConfig:
-    return AlgoConfig(model_kind="etm", horizon=5, penalty_coef=2.0)
+    # the authors' EMPO: penalty inside the critic target, decay always on, alpha clamped to [0, 1]
+    return AlgoConfig(model_kind="etm", horizon=5, penalty_coef=2.0, penalty_at="update", penalty_decay=True, alpha_max=1.0)
 
 
 def _mopo() -> AlgoConfig:

@@ -1,8 +1,10 @@
 """The rollout engine shared by EMPO and MOPO (DESIGN.md section 7).
 
 Start states are sampled from the dataset; the policy acts, the model steps, each sample stops
-at its own termination and the uncertainty penalty is taken off the reward:
-``reward - coef * penalty``. A sample that terminates contributes its terminal transition and
+at its own termination. Each transition keeps its raw uncertainty penalty (``penalties``); with
+``penalty_in_reward`` (MOPO) it is also taken off the stored reward: ``reward - coef * penalty``;
+without it (the authors' EMPO) the reward stays raw and the critic target subtracts the penalty
+at every update (``empo.agents.TargetPenalty``). A sample that terminates contributes its terminal transition and
 then nothing (d3rlpy's users could not reproduce MOPO on hopper until rollouts were cut there).
 
 Everything stays on the device. Dropping the finished samples needs their count on the host:
@@ -75,11 +77,14 @@ def rollout(
     penalty_decay: bool = False,
     q_function: QFunction | None = None,
     decay_scale: float = 100.0,
+    penalty_in_reward: bool = True,
 ) -> RolloutResult:
     """Roll ``policy`` in ``model`` from ``start_obs`` [N, obs_dim] for up to ``horizon`` steps.
 
-    Returns the penalised transitions of all samples, step by step, and statistics: mean rollout
-    length, share of samples that terminated, raw and penalised reward, penalty mean/max.
+    Returns the transitions of all samples, step by step (rewards penalised when
+    ``penalty_in_reward``, raw penalties under ``penalties``), and statistics: mean rollout length,
+    share of samples that terminated, raw and penalised reward (``reward - coef * penalty``, the
+    coefficient before any decay when the penalty is applied at update time), penalty mean/max.
     """
     device = start_obs.device
     obs = start_obs
@@ -90,8 +95,9 @@ def rollout(
         "rewards": [],
         "next_observations": [],
         "terminals": [],
+        "penalties": [],
     }
-    penalties: list[torch.Tensor] = []
+    penalised_rewards: list[torch.Tensor] = []
     raw_rewards: list[torch.Tensor] = []
     lengths = torch.zeros((), device=device)
     nonfinite = torch.zeros((), device=device)
@@ -103,13 +109,18 @@ def rollout(
         next_obs, reward = step.next_obs, step.reward.reshape(-1)
         terminal = step.terminal.reshape(-1).bool()
         penalty = step.penalty.reshape(-1)
-        coef = penalty_coefficients(penalty_coef, penalty_decay, next_obs, policy, q_function, decay_scale)
+        if penalty_in_reward:
+            coef = penalty_coefficients(penalty_coef, penalty_decay, next_obs, policy, q_function, decay_scale)
+            penalised = reward - coef * penalty
+        else:
+            penalised = reward - penalty_coef * penalty
         parts["observations"].append(obs)
         parts["actions"].append(act)
-        parts["rewards"].append(reward - coef * penalty)
+        parts["rewards"].append(penalised if penalty_in_reward else reward)
         parts["next_observations"].append(next_obs)
         parts["terminals"].append(terminal.float())
-        penalties.append(penalty)
+        parts["penalties"].append(penalty)
+        penalised_rewards.append(penalised)
         raw_rewards.append(reward)
         lengths = lengths + obs.shape[0]
         # the divergence guard reads this once an epoch (no sync here)
@@ -122,16 +133,18 @@ def rollout(
         "rewards": torch.zeros(0, device=device),
         "next_observations": start_obs[:0],
         "terminals": torch.zeros(0, device=device),
+        "penalties": torch.zeros(0, device=device),
     }
-    penalty_all = torch.cat(penalties) if penalties else torch.zeros(1, device=device)
+    penalty_all = transitions["penalties"] if penalised_rewards else torch.zeros(1, device=device)
     raw_all = torch.cat(raw_rewards) if raw_rewards else torch.zeros(1, device=device)
+    penalised_all = torch.cat(penalised_rewards) if penalised_rewards else raw_all
     stats = {
         "mean_length": lengths / max(num_starts, 1),
         "terminated_fraction": transitions["terminals"].sum() / max(num_starts, 1),
         "penalty_mean": penalty_all.mean(),
         "penalty_max": penalty_all.max(),
         "raw_reward_mean": raw_all.mean(),
-        "penalised_reward_mean": transitions["rewards"].mean() if transitions["rewards"].numel() else raw_all.mean(),
+        "penalised_reward_mean": penalised_all.mean(),
         "nonfinite_outputs": nonfinite,
     }
     return RolloutResult(transitions, stats)

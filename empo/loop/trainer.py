@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from empo.agents.sac import SAC
+from empo.agents.sac import SAC, TargetPenalty
 from empo.config import save_yaml
 from empo.data.tasks import Task, get_task
 from empo.errors import EmpoError
@@ -41,6 +41,7 @@ UPDATE_METRICS: tuple[str, ...] = (
     "q2_mean",
     "target_q_mean",
     "entropy",
+    "penalty_in_target",
 )
 ROLLOUT_METRICS: tuple[str, ...] = (
     "mean_length",
@@ -110,6 +111,7 @@ class Trainer:
         self.model_buffer = TransitionBuffer(
             config.model_buffer_capacity, self.task.obs_dim, self.task.act_dim, self.device
         )
+        algo = config.algorithm
         self.agent = SAC(
             self.task.obs_dim,
             self.task.act_dim,
@@ -117,6 +119,10 @@ class Trainer:
             device=self.device,
             seed=config.seed,
             total_lr_steps=config.training.epochs,
+            target_penalty=(
+                TargetPenalty(algo.penalty_coef, algo.penalty_decay, algo.decay_scale) if algo.penalty_at == "update" else None
+            ),
+            alpha_max=algo.alpha_max,
         )
         # separate streams so that changing one consumer (e.g. the rollout batch) leaves the others' draws alone
         self.sample_generator = torch.Generator(device=self.device)
@@ -291,6 +297,7 @@ class Trainer:
             penalty_decay=algo.penalty_decay,
             q_function=self.agent.q_value,
             decay_scale=algo.decay_scale,
+            penalty_in_reward=algo.penalty_at == "rollout",
         )
         self.model_buffer.add(result.transitions)
         return result.stats

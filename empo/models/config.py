@@ -24,7 +24,8 @@ class LangevinConfig:
     """One Langevin sampler setting (DESIGN.md section 5).
 
     Update per step t: ``y <- clamp(y - clamp(eta_t * (grad_scale * clamp(dE/dy) + noise * eps)))``
-    with ``eta_t = (step_size_start - step_size_end) * (1 - t / steps) ** step_size_power + step_size_end``.
+    with ``eta_t = (step_size_start - step_size_end) * (1 - t / (steps - 1)) ** step_size_power + step_size_end``,
+    t = 0..steps-1, so the last step uses ``step_size_end`` exactly (the authors' schedule).
     """
 
     steps: int = 50
@@ -33,17 +34,32 @@ class LangevinConfig:
     step_size_end: float = 1e-3
     step_size_power: float = 2.0  # polynomial decay of the step size
     grad_scale: float = 0.5  # the 0.5 in y - eta * (0.5 * grad + sigma * eps)
-    grad_clip: float = 10.0  # elementwise clamp of dE/dy
+    grad_clip: float = 10.0  # elementwise clamp of dE/dy: 10 for training negatives, 0.5 at inference
     move_clip: float = 0.5  # elementwise clamp of each step's move
     bound: float = 1.1  # values clamped to [-bound, bound] (targets are scaled to [-1, 1])
     chains: int = 1  # chains per input; the lowest-energy last iterate is returned
     init: Literal["zeros", "uniform"] = "zeros"  # start of the chains when no warm start is given
+    # True: t / (steps - 1), the last step uses step_size_end (the authors' code). False: t / steps,
+    # which stops above step_size_end (this project before 2026-11-26; kept to reproduce old runs).
+    step_size_reaches_end: bool = True
+    # dE/dy by the hand-written chain of batched matmuls (empo/models/energy_grad.py; equal to
+    # autograd's up to float rounding, cheaper) or by torch.autograd
+    gradient: Literal["analytic", "autograd"] = "analytic"
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.chains < 1:
             raise ValueError(f"chains must be >= 1, got {self.chains}")
+        for name in ("grad_clip", "move_clip", "bound", "grad_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.noise < 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if not self.step_size_start >= self.step_size_end >= 0:
+            raise ValueError(
+                f"step sizes must satisfy step_size_start >= step_size_end >= 0, got {self.step_size_start} and {self.step_size_end}"
+            )
 
 
 def _train_langevin() -> LangevinConfig:
@@ -51,11 +67,11 @@ def _train_langevin() -> LangevinConfig:
 
 
 def _rollout_langevin() -> LangevinConfig:
-    return LangevinConfig(steps=30, noise=0.5, step_size_start=0.1, step_size_end=1e-5)
+    return LangevinConfig(steps=30, noise=0.5, step_size_start=0.1, step_size_end=1e-5, grad_clip=0.5)
 
 
 def _eval_langevin() -> LangevinConfig:
-    return LangevinConfig(steps=100, noise=0.0, step_size_start=0.1, step_size_end=1e-5)
+    return LangevinConfig(steps=100, noise=0.0, step_size_start=0.1, step_size_end=1e-5, grad_clip=0.5)
 
 
 @dataclass
@@ -66,7 +82,10 @@ class ETMConfig:
     hidden_size: int = 200
     hidden_layers: int = 4
     lr: float = 1e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # Adam's coupled L2 decay, as torch.optim.Adam(weight_decay=...)
+    # "sum": the per-sample InfoNCE + gradient penalty summed over the batch (the authors' code);
+    # "mean": averaged, which makes the same weight_decay batch_size times stronger against the data.
+    loss_reduction: Literal["sum", "mean"] = "sum"
     batch_size: int = 1024
     epochs: int = 300
     steps_per_epoch: int | None = None  # None: one pass over the training split per epoch

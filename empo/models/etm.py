@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from empo.models.config import ETMConfig, LangevinConfig, ModelConfig
 from empo.models.dynamics import DynamicsModel, StepResult
+from empo.models.energy_grad import energy_grad_fn
 from empo.models.langevin import langevin_sample
 from empo.models.layers import EnsembleLinear, MaxAbsScaler
 
@@ -86,6 +87,7 @@ def sample_negatives(
         keep_chains=True,
         device=code.device,
         dtype=code.dtype,
+        grad_fn=energy_grad_fn(net, frozen_code) if sampler.gradient == "analytic" else None,
     )
 
 
@@ -101,8 +103,10 @@ def infonce_loss(
 
     x [M, B, input_dim], y_pos [M, B, target_dim] (scaled to [-1, 1]); ``negatives``
     [M, B, K, target_dim] are sampled here unless given. Returns (loss to minimise, InfoNCE per
-    member [M], penalty per member [M]); the loss sums members (each member's gradient is that
-    of its own mean loss, as if trained alone).
+    member [M], penalty per member [M]); the two per-member figures are means over the batch.
+    Per sample the loss is InfoNCE + weight * penalty; ``config.loss_reduction`` sums it over the
+    batch (the authors' code) or averages it. Members are summed: each member's gradient is that
+    of its own loss, as if trained alone.
     """
     code = net.encode(x)
     if negatives is None:
@@ -110,13 +114,14 @@ def infonce_loss(
     y_all = torch.cat([y_pos.unsqueeze(2), negatives], dim=2).detach().requires_grad_(True)
     energy = net.energy_from_code(code, y_all)  # [M, B, 1 + K]
     logits = -energy / config.temperature
-    nce = (torch.logsumexp(logits, dim=-1) - logits[..., 0]).mean(dim=-1)  # [M]
+    nce = torch.logsumexp(logits, dim=-1) - logits[..., 0]  # [M, B]
     # Gradient penalty at all 1 + K points: squared hinge on ||dE/dy||_2 above the margin.
     (grad,) = torch.autograd.grad(energy.sum(), y_all, create_graph=True)
     excess = F.relu(grad.norm(dim=-1) - config.grad_penalty_margin)
-    penalty = excess.square().mean(dim=(1, 2))  # [M]
-    loss = (nce + config.grad_penalty_weight * penalty).sum()
-    return loss, nce.detach(), penalty.detach()
+    penalty = excess.square().mean(dim=-1)  # [M, B]: mean over the 1 + K points of a sample
+    per_sample = nce + config.grad_penalty_weight * penalty
+    loss = per_sample.sum() if config.loss_reduction == "sum" else per_sample.mean(dim=-1).sum()
+    return loss, nce.detach().mean(dim=-1), penalty.detach().mean(dim=-1)
 
 
 class ETMDynamics(DynamicsModel):
@@ -170,6 +175,7 @@ class ETMDynamics(DynamicsModel):
             init=start,
             device=obs.device,
             dtype=obs.dtype,
+            grad_fn=energy_grad_fn(self.energy, code) if sampler.gradient == "analytic" else None,
         )
         return self.target_scaler.inverse(y)
 

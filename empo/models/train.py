@@ -95,20 +95,21 @@ class _EnsembleTrainer:
     model: DynamicsModel
     generator: torch.Generator
     optimizer: torch.optim.Optimizer
+    loss_per_row: bool = False  # the loss sums its batch's rows: the log divides by the batch size
 
     def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
         """The summed loss of all members on their rows ``index`` [members, batch]."""
         raise NotImplementedError
 
     def train_epoch(self, bar: Any, timer: DeviceTimer) -> Tensor:
-        """One epoch of updates; returns the mean loss per member and step (a device tensor)."""
+        """One epoch of updates; returns the mean loss per member, step (and row) as a device tensor."""
         total = torch.zeros((), device=self.x.device)
         for index in self.minibatch_indices():
             loss = self.loss_for(index, timer)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += loss.detach() / self.model.members
+            total += loss.detach() / (self.model.members * (index.shape[1] if self.loss_per_row else 1))
             bar.update(1)
         return total / self.steps_per_epoch()
 
@@ -143,6 +144,7 @@ class ETMTrainer(_EnsembleTrainer):
         self.model, self.cfg, self.generator = model, model.config.etm, generator
         self.x, self.y = model.input_scaler(x), model.target_scaler(y)
         self.optimizer = torch.optim.Adam(model.energy.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.loss_per_row = self.cfg.loss_reduction == "sum"
         self.done = False
 
     def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
