@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -140,7 +141,7 @@ def section_env(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
         "device": str(device),
         "device_name": device_name(device),
         "torch": torch.__version__,
-        "git_commit": git_commit(),
+        "git_commit": git_commit() or os.environ.get("EMPO_GIT_COMMIT"),  # the device copy has no .git
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -171,6 +172,58 @@ def section_sac(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     ours_peak = peak_gib(device)
     sb3 = bench_sb3(steps, device)
     return {"updates": steps, "ours_updates_per_s": ours, "sb3_updates_per_s": sb3, "ratio": ours / sb3, "ours_peak_gib": ours_peak}
+
+
+def section_sac_graph(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
+    """The loop's SAC step (mixed batch + update + metric sums), eager vs one CUDA graph replay."""
+    if device.type != "cuda":
+        return {"skipped": "CUDA graphs need a CUDA device"}
+    from empo.agents import SAC, SACConfig
+    from empo.loop.buffers import TransitionBuffer, sample_mixed
+    from empo.loop.graphed import GraphedSACStep
+    from empo.loop.trainer import UPDATE_METRICS
+
+    fill = 100_000
+    gen = torch.Generator().manual_seed(0)
+    data = {
+        "observations": torch.randn(fill, OBS_DIM, generator=gen),
+        "actions": torch.rand(fill, ACT_DIM, generator=gen) * 2 - 1,
+        "rewards": torch.randn(fill, generator=gen),
+        "next_observations": torch.randn(fill, OBS_DIM, generator=gen),
+        "terminals": (torch.rand(fill, generator=gen) < 0.01).float(),
+        "penalties": torch.rand(fill, generator=gen),
+    }
+    real = TransitionBuffer.from_tensors(data, device)
+    model = TransitionBuffer.from_tensors(data, device)
+    steps = prof["sac_updates"]
+    out: dict[str, Any] = {"updates": steps}
+    finals = {}
+    for mode in ("eager", "graph"):
+        agent = SAC(OBS_DIM, ACT_DIM, SACConfig(), device=device, seed=0, total_lr_steps=10, capturable=mode == "graph")
+        sample_gen = torch.Generator(device=device).manual_seed(1)
+        sums = torch.zeros(len(UPDATE_METRICS), device=device)
+        if mode == "graph":
+            step = GraphedSACStep(agent, real, model, 256, 0.05, sample_gen, UPDATE_METRICS, sums)
+        else:
+
+            def step(agent=agent, sample_gen=sample_gen, sums=sums) -> None:
+                metrics = agent.update(sample_mixed(real, model, 256, 0.05, sample_gen))
+                sums.add_(torch.stack([metrics[name] for name in UPDATE_METRICS]))
+
+        for _ in range(10):
+            step()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        out[f"{mode}_updates_per_s"] = steps / (time.perf_counter() - start)
+        finals[mode] = (sums / (steps + 10)).cpu()
+    out["ratio"] = out["graph_updates_per_s"] / out["eager_updates_per_s"]
+    out["mean_metrics_eager"] = dict(zip(UPDATE_METRICS, finals["eager"].tolist(), strict=True))
+    out["mean_metrics_graph"] = dict(zip(UPDATE_METRICS, finals["graph"].tolist(), strict=True))
+    print(f"  sac_graph {out}", flush=True)
+    return out
 
 
 def paper_etm(device: torch.device):
@@ -310,30 +363,48 @@ def section_loop(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     task = get_task("hopper-medium")
     transitions = synthetic_hopper(prof["data_rows"])
     out: dict[str, Any] = {"data": f"synthetic hopper-shaped transitions ({prof['data_rows']} rows)"}
-    for algo in ("empo", "mopo"):
-        overrides = {
-            "training": {"epochs": prof["loop_epochs"], "steps_per_epoch": prof["loop_updates"], "eval_episodes": prof["eval_episodes"]},
-            "rollout": {"start_states": prof["loop_start_states"], "every": prof["loop_updates"]},
-        }
-        config = resolve_config(task.name, algo, "paper", 0, overrides)
+    # (label, algorithm, preset, runtime options); the paper preset's sizes come from the profile
+    variants: list[tuple[str, str, str, dict[str, Any]]] = [("empo", "empo", "paper", {}), ("mopo", "mopo", "paper", {})]
+    if device.type == "cuda":
+        variants += [
+            ("empo_fp32", "empo", "paper", {"tf32": False}),
+            ("empo_graph", "empo", "paper", {"cuda_graph": True}),
+            ("mopo_graph", "mopo", "paper", {"cuda_graph": True}),
+            ("empo_sync_debug", "empo", "paper", {"sync_debug": True}),
+            ("empo_quick", "empo", "quick", {}),
+            ("empo_quick_graph", "empo", "quick", {"cuda_graph": True}),
+        ]
+    for label, algo, preset, runtime in variants:
+        overrides: dict[str, Any] = {"training": {"epochs": prof["loop_epochs"]}, "runtime": runtime}
+        if preset == "paper":
+            overrides["training"].update(steps_per_epoch=prof["loop_updates"], eval_episodes=prof["eval_episodes"])
+            overrides["rollout"] = {"start_states": prof["loop_start_states"], "every": prof["loop_updates"]}
+        config = resolve_config(task.name, algo, preset, 0, overrides)
         kind = config.algorithm.model_kind
         brief: dict[str, Any] = (
             {"epochs": 1, "steps_per_epoch": 2, "holdout_eval_size": 64} if kind == "etm" else {"max_epochs": 1, "steps_per_epoch": 2}
         )
         if prof["fit_batch"]:
             brief["batch_size"] = prof["fit_batch"]
-        model_config = load_model_config(kind, "paper", {kind: brief})
+        model_config = load_model_config(kind, config.model.preset, {kind: brief})
         with tempfile.TemporaryDirectory() as tmp:
             model = train_dynamics(transitions, task, model_config, Path(tmp) / "model", device=device, progress=False)
             evaluator = PolicyEvaluator(task, config.training.eval_episodes, device) if config.training.eval_episodes else None
             dataset = transitions.qlearning().to_tensors(device)
             reset_peak(device)
             trainer = Trainer(config, dataset, model.to(device), Path(tmp) / "run", device, task, evaluator, progress=False)
-            trainer.run()
+            try:
+                trainer.run()
+            except Exception as exc:  # one variant failing (e.g. a host sync under sync_debug) is a finding
+                out[label] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"  loop {label} failed: {out[label]['error']}", flush=True)
+                continue
+            finally:
+                if evaluator is not None:
+                    evaluator.close()
+                set_tf32(False)
             with (Path(tmp) / "run" / "progress.csv").open() as f:
                 last = list(csv.DictReader(f))[-1]
-            if evaluator is not None:
-                evaluator.close()
         row = {k: float(last[k]) for k in ("time_rollout", "time_update", "time_eval", "time_epoch", "eval_length", "rollout_mean_length")}
         row.update(
             start_states=config.rollout.start_states,
@@ -342,11 +413,17 @@ def section_loop(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
             eval_episodes=config.training.eval_episodes,
             peak_gib=peak_gib(device),
             penalty_at=config.algorithm.penalty_at,
+            preset=preset,
+            tf32=config.runtime.tf32 and device.type == "cuda",
+            cuda_graph=config.runtime.cuda_graph,
+            sync_debug=config.runtime.sync_debug,
+            final_critic_loss=float(last["critic_loss"]),
+            final_q1_mean=float(last["q1_mean"]),
         )
         # an epoch of the paper preset without the evaluation (whose length depends on the policy)
         row["epoch_without_eval_s"] = row["time_rollout"] + row["time_update"]
-        out[algo] = row
-        print(f"  loop {algo} {row}", flush=True)
+        out[label] = row
+        print(f"  loop {label} {row}", flush=True)
     return out
 
 
@@ -360,8 +437,8 @@ def projection(figures: dict[str, Any], prof: dict[str, Any]) -> dict[str, Any]:
         step = best["seconds_per_step_at_1024"]
         out["etm_fit_hours"] = step * PAPER_TRAIN_STEPS_PER_EPOCH * PAPER_ETM_EPOCHS / 3600
         out["etm_fit_setting"] = f"{best['gradient']} gradient, {best['precision']}"
-    for algo in ("empo", "mopo"):
-        if algo in loop:
+    for algo in ("empo", "mopo", "empo_graph", "mopo_graph"):
+        if algo in loop and "error" not in loop[algo]:
             row = loop[algo]
             # scale the measured rollout to 50k start states and the updates to 1000 when the profile was smaller
             rollout_s = row["time_rollout"] * 50_000 / row["start_states"]
@@ -370,10 +447,15 @@ def projection(figures: dict[str, Any], prof: dict[str, Any]) -> dict[str, Any]:
             out[f"{algo}_epoch_s"] = rollout_s + update_s
             out[f"{algo}_agent_hours_without_eval"] = (rollout_s + update_s) * PAPER_AGENT_EPOCHS / 3600
             out[f"{algo}_eval_s_measured_policy"] = eval_s
-    if "etm_fit_hours" in out and "empo_agent_hours_without_eval" in out:
-        out["empo_total_hours_without_eval"] = out["etm_fit_hours"] + out["empo_agent_hours_without_eval"]
+    for label in ("empo_quick", "empo_quick_graph"):
+        if label in loop and "error" not in loop[label]:
+            # the quick preset's 120 epochs (evaluation of a barely trained policy included)
+            out[f"{label}_120_epochs_min"] = loop[label]["time_epoch"] * 120 / 60
+    for algo in ("empo", "empo_graph"):
+        if "etm_fit_hours" in out and f"{algo}_agent_hours_without_eval" in out:
+            out[f"{algo}_total_hours_without_eval"] = out["etm_fit_hours"] + out[f"{algo}_agent_hours_without_eval"]
     # a trained hopper policy runs 1000-step episodes: 10 of them an epoch at the measured env rate
-    if "empo" in loop and loop["empo"]["eval_length"] > 0 and loop["empo"]["time_eval"] > 0:
+    if "empo" in loop and loop["empo"].get("eval_length", 0) > 0 and loop["empo"].get("time_eval", 0) > 0:
         steps = loop["empo"]["eval_length"] * loop["empo"]["eval_episodes"]
         per_env_step = loop["empo"]["time_eval"] / steps
         out["eval_s_per_epoch_at_1000_step_episodes"] = per_env_step * 10_000
@@ -451,9 +533,9 @@ def report(figures: dict[str, Any], command: str, profile: str) -> str:
         lines += [
             f"## Loop epoch at the paper preset, EMPO vs MOPO ({loop.get('data')}; models fit 2 steps)",
             "",
-            "| | EMPO (ETM) | MOPO (FTM) |",
-            "|---|---|---|",
         ]
+        labels = [k for k in loop if isinstance(loop[k], dict)]
+        lines += ["| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
         for key in (
             "start_states",
             "horizon",
@@ -468,10 +550,29 @@ def report(figures: dict[str, Any], command: str, profile: str) -> str:
             "epoch_without_eval_s",
             "peak_gib",
             "penalty_at",
+            "preset",
+            "tf32",
+            "cuda_graph",
+            "sync_debug",
+            "final_critic_loss",
+            "error",
         ):
-            if "empo" in loop and "mopo" in loop:
-                lines.append(f"| {key} | {fmt(loop['empo'].get(key))} | {fmt(loop['mopo'].get(key))} |")
+            lines.append(f"| {key} | " + " | ".join(fmt(loop[label].get(key)) for label in labels) + " |")
         lines.append("")
+    if "sac_graph" in figures and "ratio" in figures["sac_graph"]:
+        g = figures["sac_graph"]
+        lines += [
+            "## The loop's SAC step: eager vs one CUDA graph replay (mixed batch + update + metric sums)",
+            "",
+            "| mode | updates/s |",
+            "|---|---|",
+            f"| eager | {fmt(g['eager_updates_per_s'])} |",
+            f"| CUDA graph | {fmt(g['graph_updates_per_s'])} |",
+            "",
+            f"Ratio {g['ratio']:.2f}x over {g['updates']} updates. Mean critic loss eager "
+            f"{fmt(g['mean_metrics_eager']['critic_loss'])}, graph {fmt(g['mean_metrics_graph']['critic_loss'])}.",
+            "",
+        ]
     if "projection" in figures and figures["projection"]:
         p = figures["projection"]
         lines += ["## A whole paper-preset run at these rates", "", "| quantity | value |", "|---|---|"]
@@ -486,6 +587,7 @@ def report(figures: dict[str, Any], command: str, profile: str) -> str:
 SECTIONS: dict[str, Callable[[torch.device, dict[str, Any]], dict[str, Any]]] = {
     "env": section_env,
     "sac": section_sac,
+    "sac_graph": section_sac_graph,
     "langevin": section_langevin,
     "etm_train": section_etm_train,
     "loop": section_loop,

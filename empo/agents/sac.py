@@ -171,6 +171,7 @@ class SAC:
         total_lr_steps: int | None = None,
         target_penalty: TargetPenalty | None = None,
         alpha_max: float | None = None,
+        capturable: bool = False,
     ) -> None:
         self.config = config = config or SACConfig()
         self.target_penalty = target_penalty
@@ -192,9 +193,17 @@ class SAC:
         self.log_alpha = torch.tensor(math.log(config.init_alpha), device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if config.target_entropy is None else config.target_entropy)
 
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        # ``capturable``: optimiser steps and learning rates live on the device, so that an update
+        # can be captured in a CUDA graph (empo/loop/graphed.py); the lr schedule then edits the
+        # lr tensor in place
+        def adam(params, lr: float) -> torch.optim.Adam:
+            if capturable:
+                return torch.optim.Adam(params, lr=torch.tensor(lr, device=self.device), capturable=True)
+            return torch.optim.Adam(params, lr=lr)
+
+        self.actor_optim = adam(self.actor.parameters(), config.actor_lr)
+        self.critic_optim = adam(self.critic.parameters(), config.critic_lr)
+        self.alpha_optim = adam([self.log_alpha], config.alpha_lr)
         # cosine decay of the actor lr over ``total_lr_steps`` calls of ``step_lr_schedule``
         # (the loop calls it once an epoch, as OfflineRL-Kit does)
         self.actor_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None

@@ -197,6 +197,10 @@ def main(argv: list[str] | None = None, obtain: Callable[..., tuple[Any, Path | 
 
     task = get_task(config.task)
     device = resolve_device(args.device)
+    from empo.loop.graphed import apply_tf32, check_runtime
+
+    check_runtime(config.runtime, device)  # before the dataset and the model, which take minutes
+    apply_tf32(config.runtime, device)  # the model fit too runs under the run's TF32 setting
     seed_everything(config.seed)
     transitions = load_dataset(task.name, d4rl_path, minari_id)
     transitions.validate(task, origin=f"dataset of {task.name}")

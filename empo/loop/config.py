@@ -95,6 +95,23 @@ class TrainingConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How the loop runs on its device; none of these changes the algorithm's definition.
+
+    ``tf32``: float32 matmuls in TF32 on GPUs that have it (Ampere and later; about 1.7x faster
+    Langevin sampling and ETM steps on an H100, benchmarks/results/device-benchmark-gpu.md, at
+    about 1e-3 relative rounding). ``cuda_graph``: each SAC step (batch sampling, update, metric
+    sums) replayed as one captured CUDA graph instead of hundreds of kernel launches; CUDA only.
+    ``sync_debug``: run the hot loop under ``torch.cuda.set_sync_debug_mode("error")``, so that a
+    host synchronisation inside it fails loudly (a check for developers); CUDA only.
+    """
+
+    tf32: bool = True
+    cuda_graph: bool = False
+    sync_debug: bool = False
+
+
+@dataclass
 class ModelSection:
     """The transition model's preset (configs/models/) and overrides, e.g. {etm: {epochs: 10}}."""
 
@@ -114,6 +131,7 @@ class TrainConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     model: ModelSection = field(default_factory=ModelSection)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     @property
     def algorithm(self) -> AlgoConfig:

@@ -27,6 +27,7 @@ from empo.data.tasks import Task, get_task
 from empo.errors import EmpoError
 from empo.loop.buffers import TransitionBuffer, sample_mixed
 from empo.loop.config import TrainConfig
+from empo.loop.graphed import GraphedSACStep, apply_tf32, check_runtime, sync_debug
 from empo.loop.rollout import StepModel, rollout
 from empo.utils import atomic_write, atomic_write_text
 
@@ -106,6 +107,8 @@ class Trainer:
         self.progress = progress
         self.log = log
         self._check_model_shapes()
+        check_runtime(config.runtime, self.device)
+        apply_tf32(config.runtime, self.device)
 
         self.real_buffer = real_buffer_from_dataset(dataset, self.device)
         self.model_buffer = TransitionBuffer(
@@ -123,6 +126,7 @@ class Trainer:
                 TargetPenalty(algo.penalty_coef, algo.penalty_decay, algo.decay_scale) if algo.penalty_at == "update" else None
             ),
             alpha_max=algo.alpha_max,
+            capturable=config.runtime.cuda_graph,
         )
         # separate streams so that changing one consumer (e.g. the rollout batch) leaves the others' draws alone
         self.sample_generator = torch.Generator(device=self.device)
@@ -139,6 +143,7 @@ class Trainer:
         self.last_rollout_stats: dict[str, float] = {name: float("nan") for name in ROLLOUT_METRICS}
         self.status = "running"
         self._writer = None
+        self._graphed_step: GraphedSACStep | None = None
 
     # ------------------------------------------------------------------------------------ setup
     def _check_model_shapes(self) -> None:
@@ -307,6 +312,14 @@ class Trainer:
         cfg = self.config
         every = cfg.rollout.every
         metric_sums = torch.zeros(len(UPDATE_METRICS), device=self.device)
+        if cfg.runtime.cuda_graph:
+            if self._graphed_step is None:
+                self._graphed_step = GraphedSACStep(
+                    self.agent, self.real_buffer, self.model_buffer, cfg.training.batch_size,
+                    cfg.training.real_ratio, self.sample_generator, UPDATE_METRICS, metric_sums,
+                )
+            metric_sums = self._graphed_step.metric_sums
+            metric_sums.zero_()
         rollout_sums = torch.zeros(len(ROLLOUT_METRICS), device=self.device)
         nonfinite_model = torch.zeros((), device=self.device)
         rollouts = 0
@@ -322,11 +335,16 @@ class Trainer:
                 rollouts += 1
                 self._sync()
                 time_rollout += time.perf_counter() - t0
-            batch = sample_mixed(
-                self.real_buffer, self.model_buffer, cfg.training.batch_size, cfg.training.real_ratio, self.sample_generator
-            )
-            metrics = self.agent.update(batch)
-            metric_sums += torch.stack([metrics[name] for name in UPDATE_METRICS])
+            with sync_debug(cfg.runtime.sync_debug):
+                if self._graphed_step is not None:
+                    self._graphed_step()
+                else:
+                    batch = sample_mixed(
+                        self.real_buffer, self.model_buffer, cfg.training.batch_size, cfg.training.real_ratio,
+                        self.sample_generator,
+                    )
+                    metrics = self.agent.update(batch)
+                    metric_sums += torch.stack([metrics[name] for name in UPDATE_METRICS])
             self.updates += 1
         self.agent.step_lr_schedule()
         # the one host read of the epoch: metrics and the divergence guard together
