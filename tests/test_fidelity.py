@@ -161,3 +161,30 @@ def test_empo_uses_the_authors_mechanism_and_mopo_its_own(tmp_path):
     mopo = resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"eval_episodes": 0}})
     trainer = Trainer(mopo, data, FakeDynamics(), tmp_path / "mopo", progress=False)
     assert trainer.agent.target_penalty is None and trainer.agent.alpha_max is None
+
+
+def test_etm_trainer_uses_the_configured_reduction():
+    """The same rows and negatives: the summed loss is batch-size times the averaged one."""
+    from empo.models.dynamics import build_model
+    from empo.models.train import ETMTrainer
+
+    losses = {}
+    for reduction in ("sum", "mean"):
+        config = load_model_config("etm", "smoke", {"etm": {"loss_reduction": reduction}})
+        torch.manual_seed(0)
+        model = build_model("etm", 11, 3, "hopper", config)
+        x, y = torch.randn(200, 14), torch.randn(200, 12) * 0.1
+        model.fit_scalers(x, y)
+        trainer = ETMTrainer(model, x, y, torch.Generator().manual_seed(1))
+        assert trainer.loss_per_row == (reduction == "sum")
+        index = torch.randint(200, (model.members, 16), generator=torch.Generator().manual_seed(2))
+        losses[reduction] = float(trainer.loss_for(index, _NullTimer()).detach())
+    assert losses["sum"] == pytest.approx(16 * losses["mean"], rel=1e-5)
+
+
+class _NullTimer:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None

@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -39,11 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_sac's two SAC timers, shared with the CPU benchmark
+sys.path.insert(0, str(ROOT / "benchmarks"))  # timers and synthetic data shared with the CPU benchmarks
 
 OBS_DIM, ACT_DIM = 11, 3  # hopper
 PAPER_TRAIN_STEPS_PER_EPOCH = 879  # ceil(0.9 * 1M / 1024): one pass over hopper-medium's training split
@@ -100,21 +98,16 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    from bench_models import sync as device_sync
+
+    device_sync(device)
 
 
-def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    """Median seconds of ``fn()`` after one warm-up call (bench_models.timed)."""
+    from bench_models import timed
+
+    return timed(fn, device, repeats)
 
 
 def reset_peak(device: torch.device) -> None:
@@ -330,29 +323,10 @@ def section_etm_train(device: torch.device, prof: dict[str, Any]) -> dict[str, A
     return {"rows": rows}
 
 
-def synthetic_hopper(rows: int):
-    from empo.data.transitions import Transitions
-
-    rng = np.random.default_rng(0)
-    obs = rng.normal(0, 0.1, (rows, OBS_DIM)).astype(np.float32)
-    obs[:, 0] += 1.25  # a healthy hopper height
-    act = rng.uniform(-1, 1, (rows, ACT_DIM)).astype(np.float32)
-    timeouts = np.zeros(rows, np.float32)
-    timeouts[999::1000] = 1
-    return Transitions(
-        observations=obs,
-        actions=act,
-        rewards=rng.normal(1, 0.1, rows).astype(np.float32),
-        next_observations=obs + rng.normal(0, 0.01, obs.shape).astype(np.float32),
-        terminals=np.zeros(rows, np.float32),
-        timeouts=timeouts,
-        episode_starts=np.arange(0, rows, 1000),
-        metadata={"source": "synthetic"},
-    )
-
-
 def section_loop(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     import csv
+
+    from bench_loop import synthetic
 
     from empo.data.tasks import get_task
     from empo.evaluation.policy_eval import PolicyEvaluator
@@ -361,7 +335,7 @@ def section_loop(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     from empo.models import load_model_config, train_dynamics
 
     task = get_task("hopper-medium")
-    transitions = synthetic_hopper(prof["data_rows"])
+    transitions = synthetic(task, prof["data_rows"])
     out: dict[str, Any] = {"data": f"synthetic hopper-shaped transitions ({prof['data_rows']} rows)"}
     # (label, algorithm, preset, runtime options); the paper preset's sizes come from the profile
     variants: list[tuple[str, str, str, dict[str, Any]]] = [("empo", "empo", "paper", {}), ("mopo", "mopo", "paper", {})]

@@ -46,8 +46,36 @@ def sync_debug(enabled: bool) -> Iterator[None]:
         torch.cuda.set_sync_debug_mode(before)
 
 
-class GraphedSACStep:
-    """One SAC step (mixed batch, update, metric sums) replayed as a captured CUDA graph.
+class SACStep:
+    """The loop's SAC step: a mixed batch, one update, the metrics added into ``metric_sums``."""
+
+    def __init__(
+        self,
+        agent: SAC,
+        real_buffer: TransitionBuffer,
+        model_buffer: TransitionBuffer,
+        batch_size: int,
+        real_ratio: float,
+        generator: torch.Generator,
+        metric_names: Sequence[str],
+        metric_sums: torch.Tensor,
+    ) -> None:
+        self.agent, self.real_buffer, self.model_buffer = agent, real_buffer, model_buffer
+        self.batch_size, self.real_ratio, self.generator = batch_size, real_ratio, generator
+        self.metric_names = tuple(metric_names)
+        self.metric_sums = metric_sums  # updated in place by every step
+
+    def _step(self) -> None:
+        batch = sample_mixed(self.real_buffer, self.model_buffer, self.batch_size, self.real_ratio, self.generator)
+        metrics = self.agent.update(batch)
+        self.metric_sums += torch.stack([metrics[name] for name in self.metric_names])
+
+    def __call__(self) -> None:
+        self._step()
+
+
+class GraphedSACStep(SACStep):
+    """The loop's SAC step replayed as a captured CUDA graph.
 
     The first ``warmup`` calls run eagerly on a side stream (they create the optimisers' state and
     the library handles capture needs); then the step is captured and each call replays it. The
@@ -71,20 +99,12 @@ class GraphedSACStep:
     ) -> None:
         if agent.device.type != "cuda":
             raise EmpoError(f"a CUDA graph needs a CUDA device, the agent is on {agent.device}")
-        self.agent, self.real_buffer, self.model_buffer = agent, real_buffer, model_buffer
-        self.batch_size, self.real_ratio, self.generator = batch_size, real_ratio, generator
-        self.metric_names = tuple(metric_names)
-        self.metric_sums = metric_sums  # static: updated in place by every step
+        super().__init__(agent, real_buffer, model_buffer, batch_size, real_ratio, generator, metric_names, metric_sums)
         self.warmup_left = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
         self.key: tuple[int, int] | None = None
         self.captures = 0
         self.side_stream = torch.cuda.Stream(device=agent.device)
-
-    def _step(self) -> None:
-        batch = sample_mixed(self.real_buffer, self.model_buffer, self.batch_size, self.real_ratio, self.generator)
-        metrics = self.agent.update(batch)
-        self.metric_sums += torch.stack([metrics[name] for name in self.metric_names])
 
     def _capture(self) -> None:
         self.graph = None  # free the old graph's memory pool first

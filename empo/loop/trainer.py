@@ -25,9 +25,9 @@ from empo.agents.sac import SAC, TargetPenalty
 from empo.config import save_yaml
 from empo.data.tasks import Task, get_task
 from empo.errors import EmpoError
-from empo.loop.buffers import TransitionBuffer, sample_mixed
+from empo.loop.buffers import TransitionBuffer
 from empo.loop.config import TrainConfig
-from empo.loop.graphed import GraphedSACStep, apply_tf32, check_runtime, sync_debug
+from empo.loop.graphed import GraphedSACStep, SACStep, apply_tf32, check_runtime, sync_debug
 from empo.loop.rollout import StepModel, rollout
 from empo.utils import atomic_write, atomic_write_text
 
@@ -143,7 +143,12 @@ class Trainer:
         self.last_rollout_stats: dict[str, float] = {name: float("nan") for name in ROLLOUT_METRICS}
         self.status = "running"
         self._writer = None
-        self._graphed_step: GraphedSACStep | None = None
+        # one SAC step (batch, update, metric sums); replayed as a CUDA graph with runtime.cuda_graph
+        step_class = GraphedSACStep if config.runtime.cuda_graph else SACStep
+        self.sac_step = step_class(
+            self.agent, self.real_buffer, self.model_buffer, config.training.batch_size, config.training.real_ratio,
+            self.sample_generator, UPDATE_METRICS, torch.zeros(len(UPDATE_METRICS), device=self.device),
+        )
 
     # ------------------------------------------------------------------------------------ setup
     def _check_model_shapes(self) -> None:
@@ -311,15 +316,8 @@ class Trainer:
         """One epoch; returns the CSV row. Raises EmpoError when a loss or model output is not finite."""
         cfg = self.config
         every = cfg.rollout.every
-        metric_sums = torch.zeros(len(UPDATE_METRICS), device=self.device)
-        if cfg.runtime.cuda_graph:
-            if self._graphed_step is None:
-                self._graphed_step = GraphedSACStep(
-                    self.agent, self.real_buffer, self.model_buffer, cfg.training.batch_size,
-                    cfg.training.real_ratio, self.sample_generator, UPDATE_METRICS, metric_sums,
-                )
-            metric_sums = self._graphed_step.metric_sums
-            metric_sums.zero_()
+        metric_sums = self.sac_step.metric_sums
+        metric_sums.zero_()
         rollout_sums = torch.zeros(len(ROLLOUT_METRICS), device=self.device)
         nonfinite_model = torch.zeros((), device=self.device)
         rollouts = 0
@@ -336,15 +334,7 @@ class Trainer:
                 self._sync()
                 time_rollout += time.perf_counter() - t0
             with sync_debug(cfg.runtime.sync_debug):
-                if self._graphed_step is not None:
-                    self._graphed_step()
-                else:
-                    batch = sample_mixed(
-                        self.real_buffer, self.model_buffer, cfg.training.batch_size, cfg.training.real_ratio,
-                        self.sample_generator,
-                    )
-                    metrics = self.agent.update(batch)
-                    metric_sums += torch.stack([metrics[name] for name in UPDATE_METRICS])
+                self.sac_step()
             self.updates += 1
         self.agent.step_lr_schedule()
         # the one host read of the epoch: metrics and the divergence guard together

@@ -1,0 +1,145 @@
+"""ETM sampler: next-state error against the number of Langevin steps, per start, and its cost.
+
+For a trained ETM (and the FTM that warm-starts it), on the task's holdout: one-step next-state
+MSE (raw units) and open-loop 5-step MSE along real episodes with the dataset's actions, for each
+number of noiseless Langevin steps and each start:
+  zeros       the published start (y = 0)
+  ftm-warm    the FTM's mean prediction, refined by the ETM's sampler
+  chains-4    4 chains from uniform starts, the lowest-energy last iterate
+Also the time of one rollout step (every member sampled, batch ``--batch``) per setting, next to
+the FTM's step, measured side by side in this process. Members are combined by their median, as
+``ETMDynamics.predict`` does.
+
+    python benchmarks/bench_sampler_steps.py --task hopper-medium --etm DIR --ftm DIR \\
+        [--steps 5 10 20 30 50 100] [--samples 1000] [--starts 200] [--batch 2500] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from empo.data import get_task, load_transitions
+from empo.evaluation.transition_error import episode_window_starts
+from empo.models import load_dynamics
+from empo.utils import device_name, git_commit
+
+STARTS = ("zeros", "ftm-warm", "chains-4")
+
+
+def sampler_for(base, steps: int, start: str):
+    sampler = dataclasses.replace(base, steps=steps, noise=0.0)
+    if start == "chains-4":
+        sampler = dataclasses.replace(sampler, chains=4, init="uniform")
+    return sampler
+
+
+def etm_predict(etm, ftm, obs, act, sampler, start: str, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    init = None
+    if start == "ftm-warm":
+        next_obs, reward = ftm.predict(obs, act)
+        init = torch.cat([next_obs - obs, reward.unsqueeze(-1)], dim=-1)
+    delta = etm.sample_members(obs, act, sampler, generator, init=init).median(dim=0).values
+    return obs + delta[:, :-1], delta[:, -1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="hopper-medium")
+    parser.add_argument("--etm", type=Path, required=True)
+    parser.add_argument("--ftm", type=Path, required=True)
+    parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 30, 50, 100])
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--starts", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=2500, help="rollout batch for the cost figures")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    task = get_task(args.task)
+    data = load_transitions(task.name)
+    q = data.qlearning()
+    etm, ftm = load_dynamics(args.etm, task), load_dynamics(args.ftm, task)
+    base = etm.config.etm.eval_langevin
+    hold = etm.holdout_index.cpu().numpy()[: args.samples]
+    obs1, act1 = torch.as_tensor(q.observations[hold]), torch.as_tensor(q.actions[hold])
+    true1 = q.next_observations[hold]
+    starts = episode_window_starts(data, 5)
+    starts = np.sort(np.random.default_rng(0).choice(starts, size=min(args.starts, starts.size), replace=False))
+    gen_rows = np.random.default_rng(1).choice(len(q), size=args.batch, replace=False)
+    obs_b, act_b = torch.as_tensor(q.observations[gen_rows]), torch.as_tensor(q.actions[gen_rows])
+
+    @torch.no_grad()
+    def ftm_step_seconds() -> float:
+        ftm.step(obs_b, act_b, torch.Generator().manual_seed(0))
+        t0 = time.perf_counter()
+        for _ in range(3):
+            ftm.step(obs_b, act_b, torch.Generator().manual_seed(0))
+        return (time.perf_counter() - t0) / 3
+
+    with torch.no_grad():
+        ftm_one = float(np.mean((ftm.predict(obs1, act1)[0].numpy() - true1) ** 2))
+        state = torch.as_tensor(data.observations[starts])
+        for t in range(5):
+            state, _ = ftm.predict(state, torch.as_tensor(data.actions[starts + t]))
+    ftm_h5 = float(np.mean((state.numpy() - data.next_observations[starts + 4]) ** 2))
+    ftm_s = ftm_step_seconds()
+
+    rows = []
+    started = time.time()
+    for start in STARTS:
+        for steps in args.steps:
+            sampler = sampler_for(base, steps, start)
+            gen = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                pred, _ = etm_predict(etm, ftm, obs1, act1, sampler, start, gen)
+            one = float(np.mean((pred.numpy() - true1) ** 2))
+            state = torch.as_tensor(data.observations[starts])
+            with torch.no_grad():
+                for t in range(5):
+                    state, _ = etm_predict(etm, ftm, state, torch.as_tensor(data.actions[starts + t]), sampler, start, gen)
+            h5 = float(np.mean((state.numpy() - data.next_observations[starts + 4]) ** 2))
+            # cost of a rollout step: every member sampled for the batch (plus the FTM for the warm start)
+            rollout_sampler = dataclasses.replace(sampler, noise=etm.config.etm.rollout_langevin.noise)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                etm_predict(etm, ftm, obs_b, act_b, rollout_sampler, start, gen)
+            seconds = time.perf_counter() - t0
+            row = {"start": start, "steps": steps, "one_step": one, "h5": h5, "step_s": seconds, "vs_ftm": seconds / ftm_s}
+            rows.append(row)
+            print(row, flush=True)
+
+    lines = [
+        f"# ETM sampler: error against Langevin steps, {task.name}",
+        "",
+        f"- command: `python {' '.join(sys.argv)}`",
+        f"- device: {device_name()}, torch threads {args.threads}; date {time.strftime('%Y-%m-%d')}; commit {git_commit()}",
+        f"- ETM {args.etm}, FTM {args.ftm}; noiseless sampler with the model's evaluation settings "
+        f"(gradient clamp {base.grad_clip}, step sizes {base.step_size_start} -> {base.step_size_end}) except steps and start",
+        f"- one-step: {len(hold)} holdout rows; h5: {len(starts)} starts along real episodes with the dataset's actions",
+        f"- cost: one rollout step on {args.batch} dataset rows (all {etm.members} members; the warm start includes the "
+        f"FTM's prediction), seconds, and its ratio to the FTM's rollout step ({ftm_s * 1000:.1f} ms) measured in this process",
+        f"- FTM alone: one-step {ftm_one:.4g}, h5 {ftm_h5:.4g}; total time {time.time() - started:.0f} s",
+        "",
+        "| start | steps | one-step MSE | open-loop h5 MSE | rollout step s | x FTM step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['start']} | {r['steps']} | {r['one_step']:.4g} | {r['h5']:.4g} | {r['step_s']:.3f} | {r['vs_ftm']:.1f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
