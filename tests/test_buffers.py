@@ -65,3 +65,22 @@ def test_state_dict_round_trip():
         assert torch.equal(copy.storage[key], value)
     with pytest.raises(EmpoError, match="capacity"):
         TransitionBuffer(11, 2, 1).load_state_dict(buffer.state_dict())
+
+
+def test_penalties_are_kept_default_to_zero_and_old_checkpoints_load():
+    buffer = TransitionBuffer(10, 2, 1)
+    with_penalty = rows(0, 3)
+    with_penalty["penalties"] = torch.tensor([0.5, 1.0, 1.5])
+    buffer.add(with_penalty)
+    buffer.add(rows(3, 2))  # real data: no penalties given
+    assert buffer.storage["penalties"][:5].tolist() == [0.5, 1.0, 1.5, 0.0, 0.0]
+    state = buffer.state_dict()
+    del state["storage"]["penalties"]  # a checkpoint written before the key existed
+    restored = TransitionBuffer(10, 2, 1)
+    restored.storage["penalties"].fill_(9.0)
+    restored.load_state_dict(state)
+    assert restored.storage["penalties"][:5].tolist() == [0.0] * 5
+    assert torch.equal(restored.storage["rewards"][:5], buffer.storage["rewards"][:5])
+    del state["storage"]["rewards"]
+    with pytest.raises(EmpoError, match="rewards"):
+        TransitionBuffer(10, 2, 1).load_state_dict(state)

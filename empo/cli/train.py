@@ -29,12 +29,14 @@ uncertainty-penalised model rollouts, with a checkpoint every epoch.
 EPILOG = """\
 presets (cost of the agent phase; the model preset follows the same name):
   paper  3000 epochs x 1000 updates (3M SAC updates), 50k-state rollouts, 10 eval episodes an
-         epoch: the published schedule. A GPU recipe: days on a 2-core CPU.
+         epoch: the published schedule. A GPU recipe: about 13 h on one H100 (9 h with
+         --set runtime.cuda_graph=true), months on a 2-core CPU.
   quick  about an hour on a 2-core CPU: 120 epochs x 1000 updates, 2.5k-state rollouts, 5 eval
          episodes, the quick model preset (ETM about 22 min). Not the published recipe in two
          places: LayerNorm critics and EMPO penalty coefficient 5.0 (docs/training.md). A CPU
          check of the method, not the paper's scores: benchmarks/results/learning-hopper-medium-quick-*.md.
   smoke  seconds: 4 tiny epochs, to check that everything runs. Learns nothing.
+  Without --preset: paper on a CUDA device, quick on a CPU (the first line says which).
 
 run directory (default runs/<task>-<algo>-<preset>-s<seed>-<timestamp>):
   config.yaml (resolved config), run.json (inputs), progress.csv, tb/ (TensorBoard),
@@ -58,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", help="task name, e.g. hopper-medium (<hopper|halfcheetah|walker2d>-<level>)")
     parser.add_argument("--algo", choices=("empo", "mopo"), default="empo", help="empo (ETM) or mopo (FTM); default empo")
     parser.add_argument(
-        "--preset", choices=("paper", "quick", "smoke"), default="paper", help="cost preset (see below); default paper"
+        "--preset",
+        choices=("paper", "quick", "smoke"),
+        help="cost preset (see below); default: paper on a CUDA device, quick on a CPU",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model, the agent and evaluation; default 0")
     add_device_argument(parser)
@@ -142,6 +146,16 @@ def obtain_model(config: Any, task: Any, transitions: Any, device: Any, model_di
     return model.to(device), cache
 
 
+def default_preset(device: Any, log=print) -> str:
+    """The preset when none is named: the published recipe on a GPU, the quick one on a CPU."""
+    if device.type == "cuda":
+        log("preset: paper (no --preset given; the published recipe, about 13 h on one H100)")
+        return "paper"
+    log(f"preset: quick (no --preset given and the device is {device}: the paper preset is a GPU recipe that "
+        "would take months here; --preset paper to run it anyway)")
+    return "quick"
+
+
 def default_run_dir(config: Any) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.task}-{config.algo}-{config.preset}-s{config.seed}-{stamp}"
@@ -189,7 +203,8 @@ def main(argv: list[str] | None = None, obtain: Callable[..., tuple[Any, Path | 
     else:
         if args.task is None:
             raise EmpoError("give --task (e.g. --task hopper-medium) or --resume RUN_DIR")
-        config = resolve_config(args.task, args.algo, args.preset, args.seed, parse_overrides(args.set))
+        preset = args.preset or default_preset(resolve_device(args.device))
+        config = resolve_config(args.task, args.algo, preset, args.seed, parse_overrides(args.set))
         run_dir = args.run_dir or default_run_dir(config)
         if (run_dir / CHECKPOINT).is_file():
             raise EmpoError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir")
