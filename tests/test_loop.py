@@ -124,3 +124,27 @@ def test_main_runs_with_an_injected_model(tmp_path, synthetic_dataset):
     assert train_cli.main([*argv, "--set", "training.epochs=1"], obtain=obtain) == 0
     assert asked == ["etm"] and model.calls, "the injected model did the rollouts"
     assert json.loads((run_dir / "run.json").read_text())["model_dir"] is None
+
+
+def test_a_resumed_run_logs_each_tensorboard_step_once(tmp_path):
+    """An epoch logged after the last checkpoint (the process died before the next one) is run
+    again on resume: TensorBoard must hold its step once, not twice."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"eval_episodes": 0}})
+    dataset = synthetic_transitions().qlearning().to_tensors("cpu")
+    Trainer(config, dataset, FakeDynamics(), tmp_path, progress=False).run(stop_after_epochs=2)
+    shutil.copy(tmp_path / "checkpoint.pt", tmp_path / "after-2.pt")
+    trainer = Trainer(config, dataset, FakeDynamics(), tmp_path, progress=False)
+    trainer.load_checkpoint()
+    trainer.run(stop_after_epochs=1)  # epoch 3 logged and checkpointed ...
+    shutil.copy(tmp_path / "after-2.pt", tmp_path / "checkpoint.pt")  # ... but its checkpoint lost
+    resumed = Trainer(config, dataset, FakeDynamics(), tmp_path, progress=False)
+    resumed.load_checkpoint()
+    resumed.run()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("sac/critic_loss")]
+    assert steps == [1, 2, 3, 4]

@@ -143,6 +143,7 @@ class Trainer:
         self.last_rollout_stats: dict[str, float] = {name: float("nan") for name in ROLLOUT_METRICS}
         self.status = "running"
         self._writer = None
+        self._purge_step: int | None = None  # set when resuming
         # one SAC step (batch, update, metric sums); replayed as a CUDA graph with runtime.cuda_graph
         step_class = GraphedSACStep if config.runtime.cuda_graph else SACStep
         self.sac_step = step_class(
@@ -224,6 +225,7 @@ class Trainer:
         self.scores = [float(s) for s in state["scores"]]
         self.wall_time = float(state["wall_time"])
         self.last_rollout_stats = dict(state["last_rollout_stats"])
+        self._purge_step = self.epoch + 1
         self._truncate_progress_csv()
 
     def _truncate_progress_csv(self) -> None:
@@ -245,8 +247,10 @@ class Trainer:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step drops events of epochs after the checkpoint when a run is resumed
-            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.epoch + 1 if self.epoch else None)
+            # purge_step drops events of epochs after the checkpoint when a run is resumed; it is
+            # the checkpoint's epoch + 1, fixed at load time (the writer opens after an epoch ran)
+            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self._purge_step)
+            self._purge_step = None  # purged once; a later writer of this trainer appends
         return self._writer
 
     def _write_row(self, row: dict[str, Any]) -> None:
