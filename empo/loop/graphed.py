@@ -1,7 +1,7 @@
 """The loop's runtime options on a GPU: TF32, the SAC step as a CUDA graph, and a sync check.
 
 Hand-written because the loop's SAC step is tiny (256 x 256 networks, batch 256): on an H100 it
-is bound by kernel launches and Python, not arithmetic (184 updates/s eager,
+is bound by kernel launches and Python, not arithmetic (168-184 updates/s eager, 1,394 as a graph,
 benchmarks/results/device-benchmark-gpu.md). Captured once as a CUDA graph, one step is one
 replay. Options live in ``TrainConfig.runtime`` (empo/loop/config.py).
 """
@@ -16,16 +16,17 @@ import torch
 from empo.agents.sac import SAC
 from empo.errors import EmpoError
 from empo.loop.buffers import TransitionBuffer, sample_mixed
+from empo.loop.config import RuntimeConfig
 
 
-def check_runtime(runtime, device: torch.device) -> None:
+def check_runtime(runtime: RuntimeConfig, device: torch.device) -> None:
     """Options that need CUDA are errors on other devices (named, before any slow work)."""
     for name in ("cuda_graph", "sync_debug"):
         if getattr(runtime, name) and device.type != "cuda":
             raise EmpoError(f"runtime.{name}=true needs a CUDA device, but the run is on {device}")
 
 
-def apply_tf32(runtime, device: torch.device) -> None:
+def apply_tf32(runtime: RuntimeConfig, device: torch.device) -> None:
     """TF32 matmuls on a CUDA device as ``runtime.tf32`` says (no effect elsewhere)."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = bool(runtime.tf32)
