@@ -45,7 +45,7 @@ run directory (default runs/<task>-<algo>-<preset>-s<seed>-<timestamp>):
 examples:
   empo-train --task hopper-medium
   empo-train --task hopper-medium --algo mopo --preset quick --seed 1
-  empo-train --task walker2d-medium-replay --set training.epochs=500 --set empo.penalty_decay=true
+  empo-train --task walker2d-medium-replay --set training.epochs=500 --set runtime.cuda_graph=true
   empo-train --resume runs/hopper-medium-empo-paper-s0-20250101-120000
 """
 

@@ -56,7 +56,7 @@ def penalty_coefficients(
     """The EMPO penalty coefficient per sample: ``coef`` or, with decay, ``coef * clamp(Q'/scale, 0, 1)``.
 
     Q' is the critics' (min) value of the next state under the current policy: where the agent
-    already expects little return the penalty is relaxed (DESIGN.md section 7, optional decay).
+    already expects little return the penalty is relaxed (docs/training.md; the rollout-time variant).
     """
     if not decay:
         return coef
