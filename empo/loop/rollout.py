@@ -109,11 +109,9 @@ def rollout(
         next_obs, reward = step.next_obs, step.reward.reshape(-1)
         terminal = step.terminal.reshape(-1).bool()
         penalty = step.penalty.reshape(-1)
-        if penalty_in_reward:
-            coef = penalty_coefficients(penalty_coef, penalty_decay, next_obs, policy, q_function, decay_scale)
-            penalised = reward - coef * penalty
-        else:
-            penalised = reward - penalty_coef * penalty
+        # at update time the decay belongs to the critic target; the statistics use the plain coefficient
+        decay = penalty_decay and penalty_in_reward
+        penalised = reward - penalty_coefficients(penalty_coef, decay, next_obs, policy, q_function, decay_scale) * penalty
         parts["observations"].append(obs)
         parts["actions"].append(act)
         parts["rewards"].append(penalised if penalty_in_reward else reward)

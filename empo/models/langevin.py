@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from empo.models.config import LangevinConfig
+from empo.models.energy_grad import EnergyGradFn
 
 EnergyFn = Callable[[Tensor], Tensor]
-EnergyGradFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 def step_sizes(config: LangevinConfig) -> list[float]:
