@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,7 @@ from torch import nn
 from empo.config import load_yaml
 from empo.errors import EmpoError
 from empo.loop.config import TrainConfig, config_from_dict
-
-CHECKPOINT = "checkpoint.pt"  # the name empo.loop.trainer writes
+from empo.loop.trainer import CHECKPOINT
 
 
 class DeterministicPolicy(nn.Module):
@@ -50,7 +49,6 @@ class Run:
     epoch: int
     obs_dim: int
     act_dim: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
