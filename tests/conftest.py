@@ -15,8 +15,11 @@ def isolated_data_roots(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is fastest, and more oversubscribe a loaded 2-core machine."""
+def one_thread(monkeypatch):
+    """Tiny networks: one thread is fastest, and more oversubscribe a loaded 2-core machine.
+
+    ``EMPO_THREADS=1`` keeps the commands the tests run at one thread too."""
+    monkeypatch.setenv("EMPO_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from empo.models.energy_grad import energy_and_grad, energy_grad_fn, langevin_flops_per_step
+from empo.models.energy_grad import _energy_and_grad_pure, energy_and_grad, energy_grad_fn, langevin_flops_per_step
 from empo.models.etm import EnergyEnsemble
 
 INPUT_DIM, HIDDEN, BATCH = 5, 16, 7
@@ -44,6 +44,17 @@ def test_equals_autograd_in_float64(members, hidden_layers, chains, dim):
     assert want_grad.abs().max() > 0  # a dead network would compare zeros with zeros
     assert relative_error(energy, want_energy) < 1e-10
     assert relative_error(grad, want_grad) < 1e-10
+
+
+@pytest.mark.parametrize("hidden_layers", [1, 4])
+def test_functional_form_for_compile_equals_in_place_form(hidden_layers):
+    net, code, y = make_case(3, hidden_layers, 5, 12, torch.float64, seed=7)
+    params = (net.target_weight, [layer.weight for layer in net.hidden], [layer.bias for layer in net.hidden], net.output.weight, net.output.bias)
+    with torch.no_grad():
+        energy, grad = _energy_and_grad_pure(y, code, *params)
+    want_energy, want_grad = energy_and_grad(net, code, y)
+    assert relative_error(energy, want_energy) < 1e-12
+    assert relative_error(grad, want_grad) < 1e-12
 
 
 def test_equals_autograd_in_float32():
@@ -106,11 +117,14 @@ def test_the_sampler_gives_the_same_samples_with_either_gradient():
     for sampler in (config.etm.rollout_langevin, config.etm.eval_langevin):
         a = model.sample_members(obs, act, dataclasses.replace(sampler, gradient="analytic"), torch.Generator().manual_seed(3))
         b = model.sample_members(obs, act, dataclasses.replace(sampler, gradient="autograd"), torch.Generator().manual_seed(3))
+        c = model.sample_members(obs, act, dataclasses.replace(sampler, gradient="compiled"), torch.Generator().manual_seed(3))
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(a, c, rtol=1e-4, atol=1e-5)
     x = model.input_scaler(torch.cat([obs, act], -1)).unsqueeze(0).expand(model.members, -1, -1)
     code = model.energy.encode(x)
     negatives = {}
-    for gradient in ("analytic", "autograd"):
+    for gradient in ("analytic", "compiled", "autograd"):
         etm = dataclasses.replace(config.etm, train_langevin=dataclasses.replace(config.etm.train_langevin, gradient=gradient))
         negatives[gradient] = sample_negatives(model.energy, code, 12, etm, torch.Generator().manual_seed(4))
     assert torch.allclose(negatives["analytic"], negatives["autograd"], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(negatives["analytic"], negatives["compiled"], rtol=1e-4, atol=1e-5)

@@ -17,9 +17,9 @@ def test_gpu_benchmark_cpu_smoke_writes_every_figure(tmp_path, monkeypatch):
     assert figures["profile"] == "smoke" and not figures["errors"]
     assert figures["sac"]["ours_updates_per_s"] > 0 and figures["sac"]["sb3_updates_per_s"] > 0
     langevin = {(r["sampler"], r["gradient"]) for r in figures["langevin"]["rows"]}
-    assert langevin == {(s, g) for s in ("rollout_langevin", "eval_langevin") for g in ("analytic", "autograd")}
+    assert langevin == {(s, g) for s in ("rollout_langevin", "eval_langevin") for g in ("analytic", "compiled", "autograd")}
     assert all(r["tflops"] > 0 for r in figures["langevin"]["rows"])
-    assert {r["gradient"] for r in figures["etm_train"]["rows"]} == {"analytic", "autograd"}
+    assert {r["gradient"] for r in figures["etm_train"]["rows"]} == {"analytic", "compiled", "autograd"}
     for algo in ("empo", "mopo"):
         assert figures["loop"][algo]["time_epoch"] > 0
     assert figures["loop"]["empo"]["penalty_at"] == "update"

@@ -48,6 +48,9 @@ PAPER_TRAIN_STEPS_PER_EPOCH = 879  # ceil(0.9 * 1M / 1024): one pass over hopper
 PAPER_ETM_EPOCHS = 300
 PAPER_AGENT_EPOCHS = 3000
 
+# LangevinConfig.gradient values, each timed; "compiled" compiles in its warm-up call
+GRADIENTS = ("analytic", "compiled", "autograd")
+
 PROFILES: dict[str, dict[str, Any]] = {
     # the paper's shapes on a GPU
     "gpu": {
@@ -247,7 +250,7 @@ def section_langevin(device: torch.device, prof: dict[str, Any]) -> dict[str, An
     precisions = ("fp32", "tf32") if device.type == "cuda" else ("fp32",)
     for sampler_name in ("rollout_langevin", "eval_langevin"):
         base = getattr(config.etm, sampler_name)
-        for gradient in ("analytic", "autograd"):
+        for gradient in GRADIENTS:
             sampler = dataclasses.replace(base, gradient=gradient)
             for precision in precisions:
                 set_tf32(precision == "tf32")
@@ -274,7 +277,14 @@ def section_langevin(device: torch.device, prof: dict[str, Any]) -> dict[str, An
                 )
                 print(f"  langevin {rows[-1]}", flush=True)
     set_tf32(False)
-    return {"rows": rows}
+    # The compiled gradient against the eager one: the noiseless evaluation sampler, fp32, same inputs.
+    finals = {
+        gradient: model.sample_members(obs, act, dataclasses.replace(config.etm.eval_langevin, gradient=gradient))
+        for gradient in ("analytic", "compiled")
+    }
+    compiled_max_abs_diff = (finals["analytic"] - finals["compiled"]).abs().max().item()
+    print(f"  langevin compiled vs analytic, eval sampler fp32: max |diff| {compiled_max_abs_diff:.3g}", flush=True)
+    return {"rows": rows, "compiled_max_abs_diff": compiled_max_abs_diff}
 
 
 def section_etm_train(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +293,7 @@ def section_etm_train(device: torch.device, prof: dict[str, Any]) -> dict[str, A
     batch = prof["train_batch"]
     rows = []
     precisions = ("fp32", "tf32") if device.type == "cuda" else ("fp32",)
-    for gradient in ("analytic", "autograd"):
+    for gradient in GRADIENTS:
         model, config = paper_etm(device)
         model.config.etm.train_langevin.gradient = gradient
         model.train()
@@ -337,18 +347,24 @@ def section_loop(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     task = get_task("hopper-medium")
     transitions = synthetic(task, prof["data_rows"])
     out: dict[str, Any] = {"data": f"synthetic hopper-shaped transitions ({prof['data_rows']} rows)"}
-    # (label, algorithm, preset, runtime options); the paper preset's sizes come from the profile
-    variants: list[tuple[str, str, str, dict[str, Any]]] = [("empo", "empo", "paper", {}), ("mopo", "mopo", "paper", {})]
+    # (label, algorithm, preset, runtime options, ETM overrides); the paper preset's sizes come from the profile
+    compiled = {"rollout_langevin": {"gradient": "compiled"}}
+    variants: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
+        ("empo", "empo", "paper", {}, {}),
+        ("mopo", "mopo", "paper", {}, {}),
+        ("empo_compiled", "empo", "paper", {}, compiled),
+    ]
     if device.type == "cuda":
         variants += [
-            ("empo_fp32", "empo", "paper", {"tf32": False}),
-            ("empo_graph", "empo", "paper", {"cuda_graph": True}),
-            ("mopo_graph", "mopo", "paper", {"cuda_graph": True}),
-            ("empo_sync_debug", "empo", "paper", {"sync_debug": True}),
-            ("empo_quick", "empo", "quick", {}),
-            ("empo_quick_graph", "empo", "quick", {"cuda_graph": True}),
+            ("empo_fp32", "empo", "paper", {"tf32": False}, {}),
+            ("empo_graph", "empo", "paper", {"cuda_graph": True}, {}),
+            ("empo_graph_compiled", "empo", "paper", {"cuda_graph": True}, compiled),
+            ("mopo_graph", "mopo", "paper", {"cuda_graph": True}, {}),
+            ("empo_sync_debug", "empo", "paper", {"sync_debug": True}, {}),
+            ("empo_quick", "empo", "quick", {}, {}),
+            ("empo_quick_graph", "empo", "quick", {"cuda_graph": True}, {}),
         ]
-    for label, algo, preset, runtime in variants:
+    for label, algo, preset, runtime, etm_overrides in variants:
         overrides: dict[str, Any] = {"training": {"epochs": prof["loop_epochs"]}, "runtime": runtime}
         if preset == "paper":
             overrides["training"].update(steps_per_epoch=prof["loop_updates"], eval_episodes=prof["eval_episodes"])
@@ -360,6 +376,8 @@ def section_loop(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
         )
         if prof["fit_batch"]:
             brief["batch_size"] = prof["fit_batch"]
+        if kind == "etm":
+            brief.update(etm_overrides)
         model_config = load_model_config(kind, config.model.preset, {kind: brief})
         with tempfile.TemporaryDirectory() as tmp:
             model = train_dynamics(transitions, task, model_config, Path(tmp) / "model", device=device, progress=False)
@@ -393,6 +411,7 @@ def section_loop(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
             sync_debug=config.runtime.sync_debug,
             final_critic_loss=float(last["critic_loss"]),
             final_q1_mean=float(last["q1_mean"]),
+            rollout_gradient=model_config.etm.rollout_langevin.gradient if kind == "etm" else "",
         )
         # an epoch of the paper preset without the evaluation (whose length depends on the policy)
         row["epoch_without_eval_s"] = row["time_rollout"] + row["time_update"]
@@ -411,7 +430,7 @@ def projection(figures: dict[str, Any], prof: dict[str, Any]) -> dict[str, Any]:
         step = best["seconds_per_step_at_1024"]
         out["etm_fit_hours"] = step * PAPER_TRAIN_STEPS_PER_EPOCH * PAPER_ETM_EPOCHS / 3600
         out["etm_fit_setting"] = f"{best['gradient']} gradient, {best['precision']}"
-    for algo in ("empo", "mopo", "empo_graph", "mopo_graph"):
+    for algo in ("empo", "mopo", "empo_compiled", "empo_graph", "empo_graph_compiled", "mopo_graph"):
         if algo in loop and "error" not in loop[algo]:
             row = loop[algo]
             # scale the measured rollout to 50k start states and the updates to 1000 when the profile was smaller
@@ -425,7 +444,7 @@ def projection(figures: dict[str, Any], prof: dict[str, Any]) -> dict[str, Any]:
         if label in loop and "error" not in loop[label]:
             # the quick preset's 120 epochs (evaluation of a barely trained policy included)
             out[f"{label}_120_epochs_min"] = loop[label]["time_epoch"] * 120 / 60
-    for algo in ("empo", "empo_graph"):
+    for algo in ("empo", "empo_graph", "empo_graph_compiled"):
         if "etm_fit_hours" in out and f"{algo}_agent_hours_without_eval" in out:
             out[f"{algo}_total_hours_without_eval"] = out["etm_fit_hours"] + out[f"{algo}_agent_hours_without_eval"]
     # a trained hopper policy runs 1000-step episodes: 10 of them an epoch at the measured env rate
@@ -488,6 +507,9 @@ def report(figures: dict[str, Any], command: str, profile: str) -> str:
                 f"| {r['sampler']} | {r['steps']} | {r['gradient']} | {r['precision']} | {r['batch']:,} | {fmt(r['seconds'])} | "
                 f"{fmt(r['transitions_per_s'])} | {fmt(r['tflops'])} | {fmt(r['peak_gib'])} |"
             )
+        if "compiled_max_abs_diff" in figures["langevin"]:
+            lines += ["", f"Compiled vs analytic gradient, evaluation sampler in fp32: max |difference| of the "
+                      f"samples {figures['langevin']['compiled_max_abs_diff']:.3g} (raw units)."]
         lines.append("")
     if "etm_train" in figures:
         lines += [
@@ -528,6 +550,7 @@ def report(figures: dict[str, Any], command: str, profile: str) -> str:
             "tf32",
             "cuda_graph",
             "sync_debug",
+            "rollout_gradient",
             "final_critic_loss",
             "error",
         ):

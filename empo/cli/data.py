@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from empo.cli.common import cli_entry
+from empo.cli.common import add_threads_argument, cli_entry, start_threads
 from empo.data import get_task, load_transitions, task_names
 from empo.errors import EmpoError
 
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a policy whose 10-episode evaluation lands in a level's band is accepted only if its "
         "return over this many episodes is in the band too (default: 50)",
     )
+    add_threads_argument(train)
     train.add_argument(
         "--install",
         action="store_true",
@@ -128,8 +129,9 @@ def cmd_train_behaviour(args: argparse.Namespace) -> int:
     until = "expert" if task.level in ("expert", "medium-expert") else "medium"
     out = args.out or behaviour_root() / task.env.name
     started = time.time()
+    threads = start_threads(args.threads)
     state = train_behaviour(task.env.name, out, until=until, seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every,
-                            confirm_episodes=args.confirm_episodes)
+                            confirm_episodes=args.confirm_episodes, threads=threads)
     for level, meta in state["reached"].items():
         print(f"{task.env.name}-{level}: step {meta['train_steps']}, stochastic return {meta['stochastic_return']:.1f}")
     if args.install:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from empo.cli.common import cli_entry
+from empo.cli.common import add_threads_argument, cli_entry, start_threads
 
 DESCRIPTION = """\
 Run a trained policy deterministically in the task's real gymnasium env and print the return and
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, default=10, help="episodes, run side by side (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="episode i is seeded seed + i (default 0)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_threads_argument(parser)
     return parser
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.episodes < 1:
         raise EmpoError(f"--episodes must be at least 1, got {args.episodes}")
+    start_threads(args.threads)
     if args.policy.is_dir():
         run = load_run(args.policy)
         if args.task is not None and args.task != run.config.task:

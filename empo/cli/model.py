@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from empo.cli.common import add_device_argument, cli_entry, resolve_device, seed_everything
+from empo.cli.common import (
+    add_device_argument,
+    add_threads_argument,
+    cli_entry,
+    resolve_device,
+    seed_everything,
+    start_threads,
+)
 from empo.errors import EmpoError
 
 RUN_JSON = "run.json"
@@ -64,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group()
     source.add_argument("--d4rl-path", type=Path, metavar="FILE", help="read the dataset from this D4RL hdf5 file")
     source.add_argument("--minari-id", metavar="ID", help="read the dataset from this local Minari dataset id")
-    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads_argument(train)
     train.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
     )
@@ -97,18 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--d4rl-path", type=Path, metavar="FILE", help="the model's own dataset as a D4RL hdf5 file")
     source.add_argument("--minari-id", metavar="ID", help="the model's own dataset as a local Minari dataset id")
     add_device_argument(evaluate)
-    evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads_argument(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     return parser
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        if threads < 1:
-            raise EmpoError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -141,7 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
     task = get_task(task_name)
     config = load_model_config(kind, preset, overrides)
     device = resolve_device(args.device)
-    _set_threads(args.threads)
+    threads = start_threads(args.threads)
     seed_everything(seed)
     transitions = load_transitions(task.name, d4rl_path=d4rl_path, minari_id=minari_id)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +154,7 @@ def run_train(args: argparse.Namespace) -> int:
     }
     (out / RUN_JSON).write_text(json.dumps(run, indent=2))
     print(f"training {kind} ({preset}) on {task.name}: {len(transitions.qlearning())} transitions, device {device}, out {out}")
-    train_dynamics(transitions, task, config, out, device=device, seed=seed, progress=args.progress, resume=resume)
+    train_dynamics(transitions, task, config, out, device=device, seed=seed, progress=args.progress, resume=resume, threads=threads)
     print(f"saved {kind} model to {out}")
     return 0
 
@@ -169,7 +167,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from empo.models import load_dynamics
     from empo.models.dynamics import read_model_meta
 
-    _set_threads(args.threads)
+    start_threads(args.threads)
     meta = read_model_meta(args.model_dir)
     task_name = meta.get("meta", {}).get("task")
     if task_name is None:

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from empo.cli.common import add_device_argument, cli_entry, resolve_device, seed_everything
+from empo.cli.common import (
+    add_device_argument,
+    add_threads_argument,
+    cli_entry,
+    resolve_device,
+    seed_everything,
+    start_threads,
+)
 from empo.errors import EmpoError
 from empo.utils import git_commit
 
@@ -82,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stop-after", type=int, metavar="N", help="stop after N epochs in this invocation (continue later with --resume)"
     )
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -116,7 +123,9 @@ def load_dataset(task_name: str, d4rl_path: Path | None, minari_id: str | None, 
     return ensure_dataset(task_name, log=log)
 
 
-def obtain_model(config: Any, task: Any, transitions: Any, device: Any, model_dir: Path | None, progress: bool, log=print):
+def obtain_model(
+    config: Any, task: Any, transitions: Any, device: Any, model_dir: Path | None, progress: bool, log=print, threads: Any = None
+):
     """(model, its directory): the given model, the cached one, or a newly trained (and cached) one."""
     from empo.models import load_dynamics, load_model_config, train_dynamics
 
@@ -142,7 +151,9 @@ def obtain_model(config: Any, task: Any, transitions: Any, device: Any, model_di
         return load_dynamics(cache, task, device=device), cache
     resume = (cache / "checkpoint.pt").is_file()
     log(f"{'continuing' if resume else 'training'} the {kind} model ({config.model.preset} preset) in {cache}")
-    model = train_dynamics(transitions, task, model_config, cache, device=device, seed=config.seed, progress=progress, resume=resume)
+    model = train_dynamics(
+        transitions, task, model_config, cache, device=device, seed=config.seed, progress=progress, resume=resume, threads=threads
+    )
     return model.to(device), cache
 
 
@@ -167,18 +178,13 @@ def main(argv: list[str] | None = None, obtain: Callable[..., tuple[Any, Path | 
     """``empo-train``. ``obtain`` replaces :func:`obtain_model` (same signature and result), so that
     a diagnostic can run the real command with a model of its own (benchmarks/diag_swap_penalty.py)."""
     args = build_parser().parse_args(argv)
-    import torch
-
     from empo.config import load_yaml
     from empo.data.tasks import get_task
     from empo.loop.config import config_from_dict, resolve_config
     from empo.loop.trainer import CHECKPOINT, Trainer
     from empo.models.config import parse_overrides
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise EmpoError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    threads = start_threads(args.threads)
     if args.stop_after is not None and args.stop_after < 1:
         raise EmpoError(f"--stop-after must be >= 1, got {args.stop_after}")
     progress = not args.no_progress
@@ -219,7 +225,10 @@ def main(argv: list[str] | None = None, obtain: Callable[..., tuple[Any, Path | 
     seed_everything(config.seed)
     transitions = load_dataset(task.name, d4rl_path, minari_id)
     transitions.validate(task, origin=f"dataset of {task.name}")
-    model, used_model_dir = (obtain or obtain_model)(config, task, transitions, device, model_dir, progress)
+    if obtain is None:
+        model, used_model_dir = obtain_model(config, task, transitions, device, model_dir, progress, threads=threads)
+    else:
+        model, used_model_dir = obtain(config, task, transitions, device, model_dir, progress)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.resume is None:
@@ -242,7 +251,9 @@ def main(argv: list[str] | None = None, obtain: Callable[..., tuple[Any, Path | 
 
         evaluator = PolicyEvaluator(task, config.training.eval_episodes, device)
     dataset = transitions.qlearning().to_tensors(device)
-    trainer = Trainer(config, dataset, model, run_dir, device=device, task=task, evaluator=evaluator, progress=progress)
+    trainer = Trainer(
+        config, dataset, model, run_dir, device=device, task=task, evaluator=evaluator, progress=progress, threads=threads
+    )
     if args.resume is not None:
         trainer.load_checkpoint()
         if trainer.epoch >= config.training.epochs:

@@ -187,6 +187,7 @@ def train_behaviour(
     learning_starts: int = 10_000,
     progress: bool = True,
     log: Any = print,
+    threads: Any = None,
 ) -> dict[str, Any]:
     """Train SAC on ``env_name`` until the ``until`` level ("medium" or "expert") is reached.
 
@@ -283,6 +284,8 @@ def train_behaviour(
                 save_state()
             if steps % eval_every or steps < model.learning_starts:
                 return True
+            if threads is not None:  # an empo.threads.ThreadCounter: re-count the free cores
+                threads.update()
             actor = PolicyActor(spec.obs_dim, spec.act_dim)
             actor.load_state_dict(_actor_state(model))
             mean, std = evaluate_actor(actor, spec.gym_id, eval_episodes, seed=10_000 + steps)

@@ -29,6 +29,7 @@ from empo.loop.buffers import TransitionBuffer
 from empo.loop.config import TrainConfig
 from empo.loop.graphed import GraphedSACStep, SACStep, apply_tf32, check_runtime, sync_debug
 from empo.loop.rollout import StepModel, rollout
+from empo.threads import ThreadCounter
 from empo.utils import atomic_write, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
@@ -96,6 +97,7 @@ class Trainer:
         evaluator: Any | None = None,
         progress: bool = True,
         log: Callable[[str], Any] = print,
+        threads: ThreadCounter | None = None,
     ) -> None:
         self.config = config
         self.task = task or get_task(config.task)
@@ -106,6 +108,7 @@ class Trainer:
         self.evaluator = evaluator
         self.progress = progress
         self.log = log
+        self.threads = threads  # re-counts the free CPU cores before every epoch (empo/threads.py)
         self._check_model_shapes()
         check_runtime(config.runtime, self.device)
         apply_tf32(config.runtime, self.device)
@@ -434,6 +437,8 @@ class Trainer:
         bar = tqdm(total=total, initial=self.epoch, disable=not self.progress, desc=f"{self.config.algo} {self.config.task}", unit="epoch")
         try:
             while self.epoch < target:
+                if self.threads is not None:
+                    self.threads.update()
                 row = self.run_epoch()
                 self._write_row(row)
                 self._log_tensorboard(row)

@@ -43,8 +43,9 @@ class LangevinConfig:
     # which stops above step_size_end (this project before 2026-11-26; kept to reproduce old runs).
     step_size_reaches_end: bool = True
     # dE/dy by the hand-written chain of batched matmuls (empo/models/energy_grad.py; equal to
-    # autograd's up to float rounding, cheaper) or by torch.autograd
-    gradient: Literal["analytic", "autograd"] = "analytic"
+    # autograd's up to float rounding, cheaper), the same chain through torch.compile (fuses the
+    # elementwise passes; compiles on first use), or by torch.autograd
+    gradient: Literal["analytic", "compiled", "autograd"] = "analytic"
 
     def __post_init__(self) -> None:
         if self.steps < 0:

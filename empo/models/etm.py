@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from empo.models.config import ETMConfig, LangevinConfig, ModelConfig
 from empo.models.dynamics import DynamicsModel, StepResult
-from empo.models.energy_grad import energy_grad_fn
+from empo.models.energy_grad import sampler_grad_fn
 from empo.models.langevin import langevin_sample
 from empo.models.layers import EnsembleLinear, MaxAbsScaler
 
@@ -87,7 +87,7 @@ def sample_negatives(
         keep_chains=True,
         device=code.device,
         dtype=code.dtype,
-        grad_fn=energy_grad_fn(net, frozen_code) if sampler.gradient == "analytic" else None,
+        grad_fn=sampler_grad_fn(net, frozen_code, sampler.gradient),
     )
 
 
@@ -175,7 +175,7 @@ class ETMDynamics(DynamicsModel):
             init=start,
             device=obs.device,
             dtype=obs.dtype,
-            grad_fn=energy_grad_fn(self.energy, code) if sampler.gradient == "analytic" else None,
+            grad_fn=sampler_grad_fn(self.energy, code, sampler.gradient),
         )
         return self.target_scaler.inverse(y)
 

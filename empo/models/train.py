@@ -23,6 +23,7 @@ from empo.models.config import ModelConfig
 from empo.models.dynamics import DynamicsModel, build_model
 from empo.models.etm import ETMDynamics, infonce_loss, sample_negatives
 from empo.models.ftm import FTMDynamics, gaussian_nll_loss
+from empo.threads import ThreadCounter
 from empo.utils import atomic_write
 
 if TYPE_CHECKING:
@@ -259,12 +260,14 @@ def train_dynamics(
     seed: int = 0,
     progress: bool = True,
     resume: bool = False,
+    threads: ThreadCounter | None = None,
 ) -> DynamicsModel:
     """Train a ``config.kind`` model on ``transitions.qlearning()`` and save it into ``out_dir``.
 
     ``out_dir`` receives config.yaml, checkpoint.pt (every epoch, atomically), train_log.csv,
     tb/ (TensorBoard) and the final model (model.pt + model.json). With ``resume`` training
-    continues from out_dir/checkpoint.pt (its config and seed win over the arguments).
+    continues from out_dir/checkpoint.pt (its config and seed win over the arguments). ``threads``
+    re-counts the free CPU cores before every epoch (empo/threads.py).
     """
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
@@ -327,6 +330,8 @@ def train_dynamics(
     epoch = start_epoch
     try:
         while epoch < epochs and not trainer.done:
+            if threads is not None:
+                threads.update()
             started = time.perf_counter()
             label = f"{config.kind} epoch {epoch + 1}" + (f"/{epochs}" if config.kind == "etm" else "")
             with tqdm(total=trainer.steps_per_epoch(), desc=label, disable=not progress, leave=False) as bar:
