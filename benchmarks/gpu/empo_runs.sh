@@ -5,7 +5,8 @@
 # summary.json into $OUT. From the repository root, carrying .whl (see install.sh):
 #   bash benchmarks/gpu/empo_runs.sh
 # Knobs (environment): COEFS ("2.0 5.0"), SEED (0), PRESET (quick), SIZE (dataset steps, 1000000),
-# DEVICE (auto), RUNTIME_GRAPH (true), DEADLINE (seconds from the start by which the runs are
+# DEVICE (auto), RUNTIME_GRAPH (true), AUTHORS_ETM (true: the ETM fit with the authors' loss sum, inference
+# clamp 0.5 and step schedule, as benchmarks/results/fidelity-hopper-medium-cpu.md), DEADLINE (seconds from the start by which the runs are
 # stopped, so that their files still come back: 440).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +20,12 @@ export EMPO_HOME="$WORK/home" MINARI_DATASETS_PATH="$WORK/minari"
 started=$(date +%s)
 python3 -m empo.cli.data build hopper-medium --size "$SIZE" --no-progress 2>&1 | grep -v Warning | tail -n 2
 echo "dataset: $(( $(date +%s) - started )) s"
-python3 -m empo.cli.model train --task hopper-medium --model etm --preset "$PRESET" --seed "$SEED" --device "$DEVICE" \
+ETM_SETS=()
+if [ "${AUTHORS_ETM:-true}" = true ]; then  # the authors' ETM settings, as the CPU fidelity runs used
+    ETM_SETS=(--set etm.loss_reduction=sum --set etm.rollout_langevin.grad_clip=0.5 --set etm.eval_langevin.grad_clip=0.5
+              --set etm.rollout_langevin.step_size_reaches_end=true --set etm.eval_langevin.step_size_reaches_end=true)
+fi
+python3 -m empo.cli.model train --task hopper-medium --model etm --preset "$PRESET" --seed "$SEED" --device "$DEVICE" "${ETM_SETS[@]}" \
     --no-progress --out "$WORK/etm" 2>&1 | tail -n 2
 echo "etm fit: $(( $(date +%s) - started )) s"
 LIMIT=$(( DEADLINE - ($(date +%s) - started) ))
