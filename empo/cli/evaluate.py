@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.episodes < 1:
         raise EmpoError(f"--episodes must be at least 1, got {args.episodes}")
-    start_threads(args.threads)
     if args.policy.is_dir():
         run = load_run(args.policy)
         if args.task is not None and args.task != run.config.task:
@@ -57,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         raise EmpoError(f"{args.policy}: does not take {task.name}'s observations of size {task.obs_dim} ({first})") from None
     if tuple(probe.shape) != (1, task.act_dim):
         raise EmpoError(f"{args.policy}: gives actions of shape {list(probe.shape)} for {task.name}, expected [1, {task.act_dim}]")
+    start_threads(args.threads)
     result = evaluate_policy(policy, task, args.episodes, args.seed)
     figures = {
         "task": task.name,

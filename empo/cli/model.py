@@ -167,7 +167,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from empo.models import load_dynamics
     from empo.models.dynamics import read_model_meta
 
-    start_threads(args.threads)
     meta = read_model_meta(args.model_dir)
     task_name = meta.get("meta", {}).get("task")
     if task_name is None:
@@ -175,6 +174,7 @@ def run_eval(args: argparse.Namespace) -> int:
     task = get_task(task_name)
     device = resolve_device(args.device)
     model = load_dynamics(args.model_dir, task, device=device)
+    start_threads(args.threads)
     notes: list[str] = []
 
     datasets: dict[str, tuple[Any, str, Any]] = {}

@@ -184,7 +184,6 @@ def main(argv: list[str] | None = None, obtain: Callable[..., tuple[Any, Path | 
     from empo.loop.trainer import CHECKPOINT, Trainer
     from empo.models.config import parse_overrides
 
-    threads = start_threads(args.threads)
     if args.stop_after is not None and args.stop_after < 1:
         raise EmpoError(f"--stop-after must be >= 1, got {args.stop_after}")
     progress = not args.no_progress
@@ -222,6 +221,7 @@ def main(argv: list[str] | None = None, obtain: Callable[..., tuple[Any, Path | 
 
     check_runtime(config.runtime, device)  # before the dataset and the model, which take minutes
     apply_tf32(config.runtime, device)  # the model fit too runs under the run's TF32 setting
+    threads = start_threads(args.threads)
     seed_everything(config.seed)
     transitions = load_dataset(task.name, d4rl_path, minari_id)
     transitions.validate(task, origin=f"dataset of {task.name}")
