@@ -27,8 +27,7 @@ import torch
 from empo.data.tasks import get_task
 from empo.data.transitions import Transitions
 from empo.errors import EmpoError
-from empo.models import load_model_config, train_dynamics
-from empo.models.dynamics import build_model
+from empo.models import build_model, load_model_config, train_dynamics
 from empo.models.etm import infonce_loss
 from empo.models.ftm import gaussian_nll_loss
 from empo.utils import device_name, git_commit

@@ -45,8 +45,7 @@ def _worker(phase: str, threads: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     work = WORK[phase]
     if phase in ("etm_fit", "ftm_fit", "rollout"):
-        from empo.models import load_model_config
-        from empo.models.dynamics import build_model
+        from empo.models import build_model, load_model_config
 
         kind = "ftm" if phase == "ftm_fit" else "etm"
         config = load_model_config(kind, "quick")

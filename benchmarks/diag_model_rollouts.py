@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 
 from empo.agents.sac import SAC
-from empo.cli.train import load_dataset
 from empo.data.tasks import get_task
 from empo.envs.simulator import SimulatorDynamics
 from empo.loop.config import config_from_dict
 from empo.loop.trainer import CHECKPOINT
 from empo.models import load_dynamics
+from empo.pipeline import prepare_dataset
 from empo.utils import device_name, git_commit
 
 # (label, change to the ETM's rollout sampler); None: the 100-step noiseless evaluation sampler
@@ -105,7 +105,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     task = get_task(args.task)
-    data = load_dataset(task.name, None, None).qlearning().to_tensors("cpu")
+    data = prepare_dataset(task.name).qlearning().to_tensors("cpu")
     observations = data["observations"]
     low, high = observations.min(0).values, observations.max(0).values
     checkpoint_path = args.run_dir / CHECKPOINT

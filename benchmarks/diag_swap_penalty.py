@@ -1,29 +1,32 @@
 """Is it a model's next states or its penalty that fails? Run empo-train with the two from different models.
 
-    python benchmarks/diag_swap_penalty.py --states MODEL_DIR --penalty MODEL_DIR -- \\
+    python benchmarks/diag_swap_penalty.py --states MODEL_DIR --penalty MODEL_DIR \\
         --task hopper-medium --algo empo --preset quick --seed 0 --threads 1 --run-dir RUN_DIR
 
-Everything after ``--`` goes to ``empo-train`` unchanged (the algorithm's coefficient and horizon
-apply). Rollouts take next states, rewards and terminations from ``--states`` and the penalty
-from ``--penalty``, both models stepped on the same (state, action) batch. If an ETM's next states
+The run goes through ``empo.pipeline.train_agent`` with the pair as its model (the algorithm's
+coefficient and horizon apply; ``--set`` overrides as empo-train's). Rollouts take next states,
+rewards and terminations from ``--states`` and the penalty from ``--penalty``, both models stepped on the same (state, action) batch. If an ETM's next states
 with an FTM's penalty do not learn while the FTM alone does, the ETM's transitions are at fault,
 not its uncertainty estimate. The run directory and its summary are those of any empo-train run
-(run.json names the --states model as model_dir and records only the empo-train arguments).
+(run.json names the --states model as model_dir and records this command).
 A diagnostic: each rollout step costs both models' steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from empo.cli import train as train_cli
+from empo.data.tasks import get_task
+from empo.loop.config import resolve_config
 from empo.models import load_dynamics
+from empo.models.config import parse_overrides
 from empo.models.dynamics import DynamicsModel, StepResult
+from empo.pipeline import train_agent
 
 
 class PenaltySwap:
@@ -33,6 +36,13 @@ class PenaltySwap:
         self.states, self.penalty = states, penalty
         self.kind = f"{states.kind}+{penalty.kind}-penalty"
         self.obs_dim, self.act_dim = states.obs_dim, states.act_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.states.device
+
+    def predict(self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None):
+        return self.states.predict(obs, act, generator)
 
     @torch.no_grad()
     def step(self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None) -> StepResult:
@@ -44,19 +54,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--states", type=Path, required=True, help="model whose next states, rewards and terminations are used")
     parser.add_argument("--penalty", type=Path, required=True, help="model whose penalty is used")
-    own, train_args = sys.argv[1:], []
-    if "--" in own:
-        cut = own.index("--")
-        own, train_args = own[:cut], own[cut + 1 :]
-    args = parser.parse_args(own)
-
-    def obtain(config: Any, task: Any, transitions: Any, device: Any, model_dir: Path | None, progress: bool, log=print):
-        states = load_dynamics(args.states, task, device=device)
-        penalty = load_dynamics(args.penalty, task, device=device)
-        log(f"next states, rewards and terminations from {args.states}; penalty from {args.penalty}")
-        return PenaltySwap(states, penalty), args.states
-
-    return train_cli.main(train_args, obtain=obtain)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--algo", default="empo", choices=("empo", "mopo"))
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as empo-train's")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = resolve_config(args.task, args.algo, args.preset, args.seed, parse_overrides(args.set))
+    task = get_task(config.task)
+    states = load_dynamics(args.states, task, device=args.device)
+    penalty = load_dynamics(args.penalty, task, device=args.device)
+    print(f"next states, rewards and terminations from {args.states}; penalty from {args.penalty}")
+    summary = train_agent(config, args.run_dir, device=args.device, model=PenaltySwap(states, penalty), model_dir=args.states,
+                          progress=False, command=" ".join(["python benchmarks/diag_swap_penalty.py", *sys.argv[1:]]))
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

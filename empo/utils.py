@@ -8,6 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def empo_home() -> Path:
+    """Where models and behaviour runs are kept: ``$EMPO_HOME``, else ``~/.empo`` (the one place that reads it)."""
+    return Path(os.environ.get("EMPO_HOME") or Path.home() / ".empo").expanduser()
+
+
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run a block with ``count`` torch CPU threads, then restore the previous count.

@@ -105,8 +105,7 @@ def test_the_sampler_gives_the_same_samples_with_either_gradient():
     gradient and autograd's give the same chains up to float32 rounding."""
     import dataclasses
 
-    from empo.models import load_model_config
-    from empo.models.dynamics import build_model
+    from empo.models import build_model, load_model_config
     from empo.models.etm import sample_negatives
 
     config = load_model_config("etm", "smoke")

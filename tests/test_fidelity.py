@@ -165,8 +165,8 @@ def test_empo_uses_the_authors_mechanism_and_mopo_its_own(tmp_path):
 
 def test_etm_trainer_uses_the_configured_reduction():
     """The same rows and negatives: the summed loss is batch-size times the averaged one."""
-    from empo.models.dynamics import build_model
-    from empo.models.train import ETMTrainer
+    from empo.models import build_model
+    from empo.models.etm import ETMTrainer
 
     losses = {}
     for reduction in ("sum", "mean"):
@@ -175,7 +175,7 @@ def test_etm_trainer_uses_the_configured_reduction():
         model = build_model("etm", 11, 3, "hopper", config)
         x, y = torch.randn(200, 14), torch.randn(200, 12) * 0.1
         model.fit_scalers(x, y)
-        trainer = ETMTrainer(model, x, y, torch.Generator().manual_seed(1))
+        trainer = ETMTrainer(model, x, y, x[:0], y[:0], torch.Generator().manual_seed(1))
         assert trainer.loss_per_row == (reduction == "sum")
         index = torch.randint(200, (model.members, 16), generator=torch.Generator().manual_seed(2))
         losses[reduction] = float(trainer.loss_for(index, _NullTimer()).detach())

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import empo.cli.train as train_cli
+from empo import pipeline
 from empo.errors import EmpoError
 from empo.loop.config import resolve_config
 from empo.loop.trainer import CSV_COLUMNS, Trainer
@@ -22,7 +23,7 @@ NON_TIMING = [c for c in CSV_COLUMNS if not c.startswith("time_") and c != "wall
 @pytest.fixture
 def synthetic_dataset(monkeypatch):
     data = synthetic_transitions(n=600)
-    monkeypatch.setattr(train_cli, "load_dataset", lambda *args, **kwargs: data)
+    monkeypatch.setattr(pipeline, "prepare_dataset", lambda *args, **kwargs: data)
     return data
 
 
@@ -110,20 +111,46 @@ def test_trainer_with_a_fake_model_fills_the_model_buffer(tmp_path):
     assert 0 < len(trainer.model_buffer) <= config.model_buffer_capacity
 
 
-def test_main_runs_with_an_injected_model(tmp_path, synthetic_dataset):
-    # benchmarks/diag_swap_penalty.py runs the real command with a model of its own this way
+def test_train_agent_runs_with_a_model_of_ones_own(tmp_path, synthetic_dataset):
+    # benchmarks/diag_swap_penalty.py runs the pipeline with a model of its own this way
     model = FakeDynamics()
-    asked = []
-
-    def obtain(config, task, transitions, device, model_dir, progress, log=print):
-        asked.append(config.algorithm.model_kind)
-        return model, None
-
+    config = resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"epochs": 1}})
     run_dir = tmp_path / "run"
-    argv = ["--task", "hopper-medium", "--algo", "empo", "--preset", "smoke", "--run-dir", str(run_dir), "--no-progress"]
-    assert train_cli.main([*argv, "--set", "training.epochs=1"], obtain=obtain) == 0
-    assert asked == ["etm"] and model.calls, "the injected model did the rollouts"
+    summary = pipeline.train_agent(config, run_dir, device="cpu", model=model, progress=False, log=lambda message: None)
+    assert summary["status"] == "finished" and model.calls, "the given model did the rollouts"
     assert json.loads((run_dir / "run.json").read_text())["model_dir"] is None
+
+
+def test_a_model_missing_part_of_the_contract_is_a_clear_error(tmp_path, synthetic_dataset):
+    class NoPredict(FakeDynamics):
+        predict = None  # not a method
+
+    class NoDevice:
+        kind, obs_dim, act_dim = "bare", 11, 3
+
+        def step(self, obs, act, generator=None):
+            raise AssertionError("never stepped")
+
+    config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"epochs": 1}})
+    with pytest.raises(EmpoError, match=r"\(NoDevice\) lacks device, predict: a model needs kind, obs_dim, act_dim, device, step, predict"):
+        pipeline.train_agent(config, tmp_path / "a", device="cpu", model=NoDevice(), progress=False)
+    with pytest.raises(EmpoError, match=r"\(NoPredict\): 'predict' must be a method"):
+        pipeline.train_agent(config, tmp_path / "b", device="cpu", model=NoPredict(), progress=False)
+    with pytest.raises(EmpoError, match=r"has obs_dim=17, but task hopper-medium needs 11"):
+        pipeline.train_agent(config, tmp_path / "c", device="cpu", model=FakeDynamics(obs_dim=17), progress=False)
+    assert not (tmp_path / "a" / "run.json").exists()
+
+
+def test_a_misspelt_model_override_fails_before_the_dataset_is_read(tmp_path, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the dataset was read before the model settings were checked")
+
+    monkeypatch.setattr(pipeline, "prepare_dataset", no_data)
+    argv = ["--task", "hopper-medium", "--preset", "smoke", "--run-dir", str(tmp_path / "r"), "--set", "model.overrides.etm.epochz=2"]
+    assert train_cli.main(argv) == 2
+    config = resolve_config("hopper-medium", "empo", "smoke", overrides={"model": {"overrides": {"etm": {"hidden_size": "wide"}}}})
+    with pytest.raises(EmpoError, match="hidden_size"):
+        pipeline.train_agent(config, tmp_path / "r2", device="cpu", progress=False)
 
 
 def test_a_resumed_run_logs_each_tensorboard_step_once(tmp_path):

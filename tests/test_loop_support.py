@@ -40,6 +40,14 @@ class FakeDynamics:
         self.weight = self.weight.to(device)
         return self
 
+    @property
+    def device(self):
+        return self.weight.device
+
+    def predict(self, obs, act, generator=None):
+        moved = self.step(obs, act, generator)
+        return moved.next_obs, moved.reward
+
     def step(self, obs, act, generator=None):
         self.calls.append(int(obs.shape[0]))
         eps = torch.randn(obs.shape, generator=generator, device=obs.device)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import empo.cli.train as train_cli
+from empo import pipeline
 from empo.data.envs import make_env
 from empo.data.tasks import get_task
 from empo.envs.simulator import SimulatorDynamics
@@ -53,7 +54,7 @@ def test_simulator_keeps_a_batch_apart():
 
 def test_train_cli_runs_with_the_simulator(tmp_path, monkeypatch, capsys):
     data = synthetic_transitions(n=600)
-    monkeypatch.setattr(train_cli, "load_dataset", lambda *args, **kwargs: data)
+    monkeypatch.setattr(pipeline, "prepare_dataset", lambda *args, **kwargs: data)
     run_dir = tmp_path / "run"
     argv = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--no-progress",
             "--set", "mopo.model_kind=simulator", "--set", "training.epochs=2", "--run-dir", str(run_dir)]

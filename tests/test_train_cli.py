@@ -28,7 +28,7 @@ def test_errors_are_one_line_with_status_2(tmp_path, capsys):
 def test_without_a_preset_a_cpu_gets_the_quick_one_and_says_so(capsys):
     import torch
 
-    from empo.cli.train import default_preset
+    from empo.pipeline import default_preset
 
     assert default_preset(torch.device("cpu")) == "quick"
     assert "preset: quick" in capsys.readouterr().out

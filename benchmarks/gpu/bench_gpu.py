@@ -223,8 +223,7 @@ def section_sac_graph(device: torch.device, prof: dict[str, Any]) -> dict[str, A
 
 
 def paper_etm(device: torch.device):
-    from empo.models import load_model_config
-    from empo.models.dynamics import build_model
+    from empo.models import build_model, load_model_config
 
     config = load_model_config("etm", "paper")
     model = build_model("etm", OBS_DIM, ACT_DIM, "hopper", config).to(device)
@@ -288,7 +287,8 @@ def section_langevin(device: torch.device, prof: dict[str, Any]) -> dict[str, An
 
 
 def section_etm_train(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
-    from empo.models.train import DeviceTimer, ETMTrainer
+    from empo.models.etm import ETMTrainer
+    from empo.models.fitting import DeviceTimer
 
     batch = prof["train_batch"]
     rows = []
@@ -301,7 +301,7 @@ def section_etm_train(device: torch.device, prof: dict[str, Any]) -> dict[str, A
         n = 8 * batch
         x = torch.randn(n, OBS_DIM + ACT_DIM, device=device, generator=gen)
         y = (torch.rand(n, OBS_DIM + 1, device=device, generator=gen) * 2 - 1) * model.target_scaler.scale
-        trainer = ETMTrainer(model, x, y, gen)
+        trainer = ETMTrainer(model, x, y, x[:0], y[:0], gen)
         timer = DeviceTimer(device)
 
         def one_step(trainer=trainer, timer=timer, n=n, gen=gen) -> None:

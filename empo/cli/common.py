@@ -5,23 +5,19 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import random
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from empo.errors import EmpoError
 
 
-def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a command's ``main`` so that user errors print one line and exit with status 2.
-
-    Keyword arguments (injected components, e.g. ``empo-train``'s ``obtain``) pass through."""
+def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a command's ``main`` so that user errors print one line and exit with status 2."""
 
     @functools.wraps(main)
-    def wrapper(argv: list[str] | None = None, **kwargs: Any) -> int:
+    def wrapper(argv: list[str] | None = None) -> int:
         try:
-            return main(argv, **kwargs)
+            return main(argv)
         except EmpoError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -41,17 +37,10 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str):  # -> torch.device
-    import torch
+    """The ``--device`` value as a checked torch device (empo.pipeline.resolve_device; torch loads lazily)."""
+    from empo.pipeline import resolve_device as resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise EmpoError(f"--device: '{name}' is not a torch device (try cpu, cuda or auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EmpoError(f"--device {name}: CUDA is not available on this machine")
-    return device
+    return resolve(name)
 
 
 THREADS_HELP = (
@@ -93,9 +82,6 @@ def start_threads(fixed: int | None, show: bool = True):  # -> empo.threads.Thre
 
 
 def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
+    from empo.pipeline import seed_everything as seed_all
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_all(seed)

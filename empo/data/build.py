@@ -8,7 +8,6 @@ episode of each env when the size is reached is cut too and marked as a timeout.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from empo.data.behaviour import find_policy, load_policy
 from empo.data.minari_io import clean_stale_staging, write_minari
 from empo.data.tasks import Task
 from empo.errors import EmpoError
-from empo.utils import torch_threads
+from empo.utils import empo_home, torch_threads
 
 DEFAULT_SIZE = 1_000_000
 # hours to reach medium on a 2-core CPU: halfcheetah measured (90k SAC steps), the others lower bounds
@@ -30,7 +29,7 @@ TRAIN_HOURS_HINT = {"hopper": 1.0, "halfcheetah": 0.6, "walker2d": 1.5}
 
 def behaviour_root() -> Path:
     """Where ``empo-data train-behaviour`` keeps its runs: ``$EMPO_HOME/behaviour`` (``~/.empo``)."""
-    return Path(os.environ.get("EMPO_HOME", Path.home() / ".empo")).expanduser() / "behaviour"
+    return empo_home() / "behaviour"
 
 
 Policy = Callable[[np.ndarray], np.ndarray]

@@ -16,18 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
-
-class StepModel(Protocol):
-    """What the engine needs of a dynamics model (``empo.models.DynamicsModel``)."""
-
-    def step(self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None):
-        """-> object with next_obs [B, obs_dim], reward [B], terminal [B] bool, penalty [B]."""
-        ...
-
+from empo.models.dynamics import Dynamics
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -68,7 +60,7 @@ def penalty_coefficients(
 
 @torch.no_grad()
 def rollout(
-    model: StepModel,
+    model: Dynamics,
     policy: Policy,
     start_obs: torch.Tensor,
     horizon: int,

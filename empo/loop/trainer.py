@@ -28,7 +28,8 @@ from empo.errors import EmpoError
 from empo.loop.buffers import TransitionBuffer
 from empo.loop.config import TrainConfig
 from empo.loop.graphed import GraphedSACStep, SACStep, apply_tf32, check_runtime, sync_debug
-from empo.loop.rollout import StepModel, rollout
+from empo.loop.rollout import rollout
+from empo.models.dynamics import Dynamics, check_dynamics
 from empo.threads import ThreadCounter
 from empo.utils import atomic_write, atomic_write_text
 
@@ -90,7 +91,7 @@ class Trainer:
         self,
         config: TrainConfig,
         dataset: dict[str, torch.Tensor],
-        model: StepModel,
+        model: Dynamics,
         run_dir: str | Path,
         device: str | torch.device = "cpu",
         task: Task | None = None,
@@ -156,13 +157,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ setup
     def _check_model_shapes(self) -> None:
-        for attr, expected in (("obs_dim", self.task.obs_dim), ("act_dim", self.task.act_dim)):
-            got = getattr(self.model, attr, expected)
-            if got != expected:
-                raise EmpoError(
-                    f"the transition model has {attr}={got}, but task {self.task.name} needs {expected}; "
-                    "was it trained on another task?"
-                )
+        check_dynamics(self.model, self.task, where="the transition model")
 
     @property
     def checkpoint_path(self) -> Path:

@@ -1,8 +1,10 @@
-"""``DynamicsModel``: the one interface the training loop and the evaluation code step through.
+"""The model contract (:class:`Dynamics`) and the base of the trained ensembles (:class:`DynamicsModel`).
 
-Both model kinds (ETM, FTM) take batched tensors on the model's device and return a
-:class:`StepResult`; ``predict`` is the deterministic prediction used by evaluation.
-Saved as ``model.pt`` (state dict, incl. scalers) + ``model.json`` (sizes, rule, config).
+Every model the loop steps (ETM, FTM, the simulator diagnostic, a model of your own) takes
+batched tensors on its device and returns a :class:`StepResult`; ``predict`` is the deterministic
+prediction used by evaluation. ``check_dynamics`` says what a model lacks. Trained ensembles are
+saved as ``model.pt`` (state dict, incl. scalers) + ``model.json`` (sizes, rule, config);
+empo/models/registry.py builds and loads them by kind.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-from empo.config import from_dict, to_dict
+from empo.config import to_dict
 from empo.errors import EmpoError
 from empo.models.config import ModelConfig
 from empo.models.layers import Standardizer
@@ -41,6 +43,52 @@ class StepResult:
     reward: Tensor
     terminal: Tensor
     penalty: Tensor
+
+
+@runtime_checkable
+class Dynamics(Protocol):
+    """What the loop and the evaluation code need of a transition model: the one model contract.
+
+    The ETM and FTM ensembles (:class:`DynamicsModel`), the simulator diagnostic
+    (``empo.envs.simulator``) and any model of your own implement it. ``step`` samples one
+    transition per row with its raw uncertainty penalty; ``predict`` is the deterministic
+    prediction that transition error and evaluation use. Tensors are batched on ``device``.
+    """
+
+    kind: str
+    obs_dim: int
+    act_dim: int
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def step(self, obs: Tensor, act: Tensor, generator: torch.Generator | None = None) -> StepResult: ...
+
+    def predict(self, obs: Tensor, act: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]: ...
+
+
+CONTRACT = ("kind", "obs_dim", "act_dim", "device", "step", "predict")
+
+
+def check_dynamics(model: object, task: Task | None = None, where: str = "the transition model") -> None:
+    """Raise :class:`EmpoError` naming what ``model`` lacks of :class:`Dynamics`, or a size that differs from ``task``'s."""
+    name = type(model).__name__
+    missing = [attr for attr in CONTRACT if not hasattr(model, attr)]
+    if missing:
+        raise EmpoError(
+            f"{where} ({name}) lacks {', '.join(missing)}: a model needs {', '.join(CONTRACT)} (empo.models.Dynamics)"
+        )
+    for method in ("step", "predict"):
+        if not callable(getattr(model, method)):
+            raise EmpoError(f"{where} ({name}): '{method}' must be a method")
+    if task is not None:
+        for attr, expected in (("obs_dim", task.obs_dim), ("act_dim", task.act_dim)):
+            got = getattr(model, attr)
+            if got != expected:
+                raise EmpoError(
+                    f"{where} ({name}, kind {model.kind}) has {attr}={got}, but task {task.name} needs {expected}; "  # type: ignore[attr-defined]
+                    "was it trained on another task?"
+                )
 
 
 class DynamicsModel(nn.Module):
@@ -102,17 +150,6 @@ class DynamicsModel(nn.Module):
         atomic_write_text(model_dir / MODEL_META, json.dumps(meta, indent=2))
 
 
-def build_model(kind: str, obs_dim: int, act_dim: int, termination: str, config: ModelConfig) -> DynamicsModel:
-    from empo.models.etm import ETMDynamics
-    from empo.models.ftm import FTMDynamics
-
-    if kind == "etm":
-        return ETMDynamics(obs_dim, act_dim, termination, config)
-    if kind == "ftm":
-        return FTMDynamics(obs_dim, act_dim, termination, config)
-    raise EmpoError(f"unknown model kind '{kind}'; valid kinds: etm, ftm")
-
-
 def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
     model_dir = Path(model_dir)
     meta_path = model_dir / MODEL_META
@@ -126,26 +163,3 @@ def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
         if key not in meta:
             raise EmpoError(f"{meta_path}: missing key '{key}'")
     return meta
-
-
-def load_dynamics(model_dir: str | Path, task: Task | None = None, device: str | torch.device = "cpu") -> DynamicsModel:
-    """Load a model saved by :func:`train_dynamics`; with ``task`` its sizes must match the task's."""
-    model_dir = Path(model_dir)
-    meta = read_model_meta(model_dir)
-    if task is not None and (meta["obs_dim"] != task.obs_dim or meta["act_dim"] != task.act_dim):
-        raise EmpoError(
-            f"{model_dir}: the model was trained on observations of size {meta['obs_dim']} and actions of "
-            f"size {meta['act_dim']} (task {meta.get('meta', {}).get('task', '?')}), but task {task.name} "
-            f"({task.gym_id}) has observations of size {task.obs_dim} and actions of size {task.act_dim}"
-        )
-    config = from_dict(ModelConfig, meta["config"], where=f"{model_dir / MODEL_META}: config")
-    model = build_model(meta["kind"], meta["obs_dim"], meta["act_dim"], meta["termination"], config)
-    state = torch.load(model_dir / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
-    if "holdout_index" in state:
-        model.holdout_index = torch.zeros_like(state["holdout_index"])
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise EmpoError(f"{model_dir / MODEL_WEIGHTS}: weights do not match the saved config: {exc}") from None
-    model.meta = dict(meta.get("meta", {}))
-    return model.to(device).eval()

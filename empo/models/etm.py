@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from empo.models.config import ETMConfig, LangevinConfig, ModelConfig
 from empo.models.dynamics import DynamicsModel, StepResult
 from empo.models.energy_grad import sampler_grad_fn
+from empo.models.fitting import DeviceTimer, EnsembleTrainer
 from empo.models.langevin import langevin_sample
 from empo.models.layers import EnsembleLinear, MaxAbsScaler
 
@@ -197,3 +198,32 @@ class ETMDynamics(DynamicsModel):
         """
         delta = self.sample_members(obs, act, self.config.etm.eval_langevin, generator).median(dim=0).values
         return obs + delta[:, :-1], delta[:, -1]
+
+
+class ETMTrainer(EnsembleTrainer):
+    """One optimiser for all members; each member draws its own minibatch every step."""
+
+    def __init__(
+        self, model: ETMDynamics, x: Tensor, y: Tensor, x_hold: Tensor, y_hold: Tensor, generator: torch.Generator
+    ) -> None:
+        self.model, self.cfg, self.generator = model, model.config.etm, generator
+        self.x, self.y = model.input_scaler(x), model.target_scaler(y)
+        self.optimizer = torch.optim.Adam(model.energy.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.loss_per_row = self.cfg.loss_reduction == "sum"
+        self.done = False
+
+    def max_epochs(self) -> int:
+        return self.cfg.epochs
+
+    def holdout_rows(self, n_hold: int) -> int:
+        return min(self.cfg.holdout_eval_size, n_hold)  # Langevin prediction is costly
+
+    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
+        net = self.model.energy
+        x, y = self.x[index], self.y[index]
+        with timer:
+            with torch.no_grad():
+                code = net.encode(x)
+            negatives = sample_negatives(net, code, y.shape[-1], self.cfg, self.generator)
+        loss, _, _ = infonce_loss(net, x, y, self.cfg, self.generator, negatives=negatives)
+        return loss

@@ -7,12 +7,15 @@ minibatch) and evaluated in one forward pass.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from empo.models.config import FTMConfig, ModelConfig
 from empo.models.dynamics import DynamicsModel, StepResult
+from empo.models.fitting import DeviceTimer, EnsembleTrainer
 from empo.models.layers import EnsembleLinear
 
 
@@ -95,3 +98,78 @@ class FTMDynamics(DynamicsModel):
         mean, _ = self.distribution(obs, act)
         delta = mean.mean(dim=0)
         return obs + delta[:, :-1], delta[:, -1]
+
+
+class FTMTrainer(EnsembleTrainer):
+    """Bootstrap minibatches per member; holdout early stopping with per-member best snapshots."""
+
+    def __init__(
+        self, model: FTMDynamics, x: Tensor, y: Tensor, x_hold: Tensor, y_hold: Tensor, generator: torch.Generator
+    ) -> None:
+        self.model, self.cfg, self.generator = model, model.config.ftm, generator
+        self.x, self.y = model.input_scaler(x), y
+        self.x_hold, self.y_hold = model.input_scaler(x_hold), y_hold
+        self.optimizer = torch.optim.Adam(model.net.parameters(), lr=self.cfg.lr)
+        members = model.members
+        self.best_mse = torch.full((members,), float("inf"))
+        self.best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+        self.epochs_since_update = 0
+        self.epochs = 0
+        self.done = False
+
+    def max_epochs(self) -> int:
+        return self.cfg.max_epochs if self.cfg.max_epochs is not None else 10**9  # None: until early stopping
+
+    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
+        loss, _ = gaussian_nll_loss(self.model.net, self.x[index], self.y[index], self.cfg.logvar_loss_coef)
+        return loss
+
+    @torch.no_grad()
+    def member_holdout_mse(self) -> Tensor:
+        mean, _ = self.model.net(self.x_hold)
+        return (mean - self.y_hold).square().mean(dim=(1, 2)).cpu()
+
+    def end_epoch(self, errors: dict[str, float]) -> None:
+        """Early stopping: a member improves if its holdout MSE drops by more than 1% of its best."""
+        mse = self.member_holdout_mse()
+        improved = (self.best_mse - mse) / self.best_mse > self.cfg.early_stop_improvement
+        improved |= torch.isinf(self.best_mse)
+        if bool(improved.any()):
+            mask = improved.to(self.x.device)
+            for name, value in self.model.net.state_dict().items():
+                keep = mask.view(-1, *([1] * (value.dim() - 1)))
+                self.best_state[name] = torch.where(keep, value, self.best_state[name]).detach().clone()
+            self.best_mse = torch.where(improved, mse, self.best_mse)
+            self.epochs_since_update = 0
+        else:
+            self.epochs_since_update += 1
+        self.epochs += 1
+        errors["member_holdout_mse_min"] = float(mse.min())
+        if self.epochs_since_update >= self.cfg.early_stop_patience or (
+            self.cfg.max_epochs is not None and self.epochs >= self.cfg.max_epochs
+        ):
+            self.done = True
+
+    def finish(self) -> None:
+        """Restore each member's best snapshot and keep the elites with the lowest holdout MSE."""
+        self.model.net.load_state_dict(self.best_state)
+        elites = torch.argsort(self.member_holdout_mse())[: self.cfg.elites]
+        self.model.elites = elites.sort().values.to(self.model.elites.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "best_mse": self.best_mse,
+            "best_state": self.best_state,
+            "epochs_since_update": self.epochs_since_update,
+            "epochs": self.epochs,
+            "done": self.done,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.best_mse = state["best_mse"]
+        self.best_state = {k: v.to(self.x.device) for k, v in state["best_state"].items()}
+        self.epochs_since_update = int(state["epochs_since_update"])
+        self.epochs = int(state["epochs"])
+        self.done = bool(state["done"])

@@ -8,9 +8,7 @@ the device as tensors; losses are summed on the device and read once per epoch.
 from __future__ import annotations
 
 import csv
-import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +18,9 @@ from torch import Tensor
 from empo.config import from_dict, save_yaml, to_dict
 from empo.errors import EmpoError
 from empo.models.config import ModelConfig
-from empo.models.dynamics import DynamicsModel, build_model
-from empo.models.etm import ETMDynamics, infonce_loss, sample_negatives
-from empo.models.ftm import FTMDynamics, gaussian_nll_loss
+from empo.models.dynamics import DynamicsModel
+from empo.models.fitting import DeviceTimer
+from empo.models.registry import build_model, get_model_kind
 from empo.threads import ThreadCounter
 from empo.utils import atomic_write
 
@@ -34,40 +32,6 @@ CHECKPOINT = "checkpoint.pt"
 LOG_CSV = "train_log.csv"
 CONFIG_YAML = "config.yaml"
 LOG_FIELDS = ("epoch", "loss", "holdout_next_obs_mse", "holdout_reward_mse", "sampler_s", "epoch_s")
-
-
-class DeviceTimer:
-    """Sums the time of code sections without a host sync per section (CUDA events, read per epoch)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.seconds = 0.0
-        self.events: list[tuple[Any, Any]] = []
-        self._start: Any = None
-
-    def __enter__(self) -> DeviceTimer:
-        if self.cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
-        else:
-            self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self.events.append((self._start, end))
-        else:
-            self.seconds += time.perf_counter() - self._start
-
-    def total(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.seconds += sum(start.elapsed_time(end) for start, end in self.events) / 1000.0
-            self.events.clear()
-        out, self.seconds = self.seconds, 0.0
-        return out
 
 
 def holdout_size(n: int, fraction: float, minimum: int, maximum: int | None) -> int:
@@ -86,161 +50,6 @@ def holdout_errors(model: DynamicsModel, x: Tensor, y: Tensor, generator: torch.
         "holdout_next_obs_mse": float((next_obs - obs - y[:, :-1]).square().mean()),
         "holdout_reward_mse": float((reward - y[:, -1]).square().mean()),
     }
-
-
-class _EnsembleTrainer:
-    """What both trainers share: the epoch's length, each member's minibatch rows, the update step."""
-
-    cfg: Any
-    x: Tensor
-    model: DynamicsModel
-    generator: torch.Generator
-    optimizer: torch.optim.Optimizer
-    loss_per_row: bool = False  # the loss sums its batch's rows: the log divides by the batch size
-
-    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
-        """The summed loss of all members on their rows ``index`` [members, batch]."""
-        raise NotImplementedError
-
-    def train_epoch(self, bar: Any, timer: DeviceTimer) -> Tensor:
-        """One epoch of updates; returns the mean loss per member, step (and row) as a device tensor."""
-        total = torch.zeros((), device=self.x.device)
-        for index in self.minibatch_indices():
-            loss = self.loss_for(index, timer)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach() / (self.model.members * (index.shape[1] if self.loss_per_row else 1))
-            bar.update(1)
-        return total / self.steps_per_epoch()
-
-    def steps_per_epoch(self) -> int:
-        return self.cfg.steps_per_epoch or max(1, math.ceil(self.x.shape[0] / self.cfg.batch_size))
-
-    def minibatch_indices(self) -> Iterator[Tensor]:
-        """Row indices [members, batch] for each step of an epoch, drawn lazily.
-
-        A fixed ``steps_per_epoch`` draws independent random rows per step; otherwise each member
-        passes over its own permutation of the data (or, with ``bootstrap``, a resample of it).
-        """
-        n, batch, members = self.x.shape[0], min(self.cfg.batch_size, self.x.shape[0]), self.model.members
-        device = self.x.device
-        fixed = self.cfg.steps_per_epoch is not None
-        if not fixed:
-            if getattr(self.cfg, "bootstrap", False):
-                order = torch.randint(n, (members, n), generator=self.generator, device=device)
-            else:
-                order = torch.argsort(torch.rand(members, n, generator=self.generator, device=device), dim=1)
-        for step in range(self.steps_per_epoch()):
-            if fixed:
-                yield torch.randint(n, (members, batch), generator=self.generator, device=device)
-            else:
-                yield order[:, step * batch : (step + 1) * batch]
-
-
-class ETMTrainer(_EnsembleTrainer):
-    """One optimiser for all members; each member draws its own minibatch every step."""
-
-    def __init__(self, model: ETMDynamics, x: Tensor, y: Tensor, generator: torch.Generator) -> None:
-        self.model, self.cfg, self.generator = model, model.config.etm, generator
-        self.x, self.y = model.input_scaler(x), model.target_scaler(y)
-        self.optimizer = torch.optim.Adam(model.energy.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        self.loss_per_row = self.cfg.loss_reduction == "sum"
-        self.done = False
-
-    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
-        net = self.model.energy
-        x, y = self.x[index], self.y[index]
-        with timer:
-            with torch.no_grad():
-                code = net.encode(x)
-            negatives = sample_negatives(net, code, y.shape[-1], self.cfg, self.generator)
-        loss, _, _ = infonce_loss(net, x, y, self.cfg, self.generator, negatives=negatives)
-        return loss
-
-    def end_epoch(self, errors: dict[str, float]) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-
-
-class FTMTrainer(_EnsembleTrainer):
-    """Bootstrap minibatches per member; holdout early stopping with per-member best snapshots."""
-
-    def __init__(
-        self, model: FTMDynamics, x: Tensor, y: Tensor, x_hold: Tensor, y_hold: Tensor, generator: torch.Generator
-    ) -> None:
-        self.model, self.cfg, self.generator = model, model.config.ftm, generator
-        self.x, self.y = model.input_scaler(x), y
-        self.x_hold, self.y_hold = model.input_scaler(x_hold), y_hold
-        self.optimizer = torch.optim.Adam(model.net.parameters(), lr=self.cfg.lr)
-        members = model.members
-        self.best_mse = torch.full((members,), float("inf"))
-        self.best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
-        self.epochs_since_update = 0
-        self.epochs = 0
-        self.done = False
-
-    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
-        loss, _ = gaussian_nll_loss(self.model.net, self.x[index], self.y[index], self.cfg.logvar_loss_coef)
-        return loss
-
-    @torch.no_grad()
-    def member_holdout_mse(self) -> Tensor:
-        mean, _ = self.model.net(self.x_hold)
-        return (mean - self.y_hold).square().mean(dim=(1, 2)).cpu()
-
-    def end_epoch(self, errors: dict[str, float]) -> None:
-        """Early stopping: a member improves if its holdout MSE drops by more than 1% of its best."""
-        mse = self.member_holdout_mse()
-        improved = (self.best_mse - mse) / self.best_mse > self.cfg.early_stop_improvement
-        improved |= torch.isinf(self.best_mse)
-        if bool(improved.any()):
-            mask = improved.to(self.x.device)
-            for name, value in self.model.net.state_dict().items():
-                keep = mask.view(-1, *([1] * (value.dim() - 1)))
-                self.best_state[name] = torch.where(keep, value, self.best_state[name]).detach().clone()
-            self.best_mse = torch.where(improved, mse, self.best_mse)
-            self.epochs_since_update = 0
-        else:
-            self.epochs_since_update += 1
-        self.epochs += 1
-        errors["member_holdout_mse_min"] = float(mse.min())
-        if self.epochs_since_update >= self.cfg.early_stop_patience or (
-            self.cfg.max_epochs is not None and self.epochs >= self.cfg.max_epochs
-        ):
-            self.done = True
-
-    def finish(self) -> None:
-        """Restore each member's best snapshot and keep the elites with the lowest holdout MSE."""
-        self.model.net.load_state_dict(self.best_state)
-        elites = torch.argsort(self.member_holdout_mse())[: self.cfg.elites]
-        self.model.elites = elites.sort().values.to(self.model.elites.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "best_mse": self.best_mse,
-            "best_state": self.best_state,
-            "epochs_since_update": self.epochs_since_update,
-            "epochs": self.epochs,
-            "done": self.done,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.best_mse = state["best_mse"]
-        self.best_state = {k: v.to(self.x.device) for k, v in state["best_state"].items()}
-        self.epochs_since_update = int(state["epochs_since_update"])
-        self.epochs = int(state["epochs"])
-        self.done = bool(state["done"])
 
 
 def _tensors(transitions: Transitions, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -286,7 +95,8 @@ def train_dynamics(
 
     data = transitions.qlearning().validate(task, origin=f"dataset of {task.name}")
     n = len(data)
-    sub = config.etm if config.kind == "etm" else config.ftm
+    get_model_kind(config.kind)  # an unknown kind is an error before any work
+    sub = getattr(config, config.kind)  # the kind's config section (empo/models/registry.py)
     n_hold = holdout_size(n, sub.holdout_fraction, sub.holdout_min, sub.holdout_max)
     if n - n_hold < 2:
         raise EmpoError(f"dataset of {task.name} has {n} transitions; too few to train a model")
@@ -303,15 +113,9 @@ def train_dynamics(
     model.fit_scalers(x_train, y_train)
     model.holdout_index = hold_index.to(device)
     model.meta = {"task": task.name, "n_transitions": n, "seed": seed, "source": data.source}
-    if isinstance(model, ETMDynamics):
-        trainer: ETMTrainer | FTMTrainer = ETMTrainer(model, x_train, y_train, generator)
-        epochs = config.etm.epochs
-        eval_rows = min(config.etm.holdout_eval_size, n_hold)
-    else:
-        assert isinstance(model, FTMDynamics)
-        trainer = FTMTrainer(model, x_train, y_train, x_hold, y_hold, generator)
-        epochs = config.ftm.max_epochs if config.ftm.max_epochs is not None else 10**9
-        eval_rows = n_hold
+    trainer = get_model_kind(config.kind).trainer_class(model, x_train, y_train, x_hold, y_hold, generator)
+    epochs = trainer.max_epochs()
+    eval_rows = trainer.holdout_rows(n_hold)
 
     start_epoch = 0
     if checkpoint is not None:
@@ -333,7 +137,7 @@ def train_dynamics(
             if threads is not None:
                 threads.update()
             started = time.perf_counter()
-            label = f"{config.kind} epoch {epoch + 1}" + (f"/{epochs}" if config.kind == "etm" else "")
+            label = f"{config.kind} epoch {epoch + 1}" + (f"/{epochs}" if epochs < 10**9 else "")
             with tqdm(total=trainer.steps_per_epoch(), desc=label, disable=not progress, leave=False) as bar:
                 model.train()
                 mean_loss = trainer.train_epoch(bar, timer)

@@ -1,0 +1,128 @@
+"""What every transition-model kind's fit shares: a device timer and the ensemble trainer's base.
+
+Hand-written because the fit must stay on the device: all members update together, each on its
+own minibatch rows, and losses are read once per epoch (empo/models/train.py runs the epochs).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from empo.models.dynamics import DynamicsModel
+
+
+class DeviceTimer:
+    """Sums the time of code sections without a host sync per section (CUDA events, read per epoch)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.seconds = 0.0
+        self.events: list[tuple[Any, Any]] = []
+        self._start: Any = None
+
+    def __enter__(self) -> DeviceTimer:
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((self._start, end))
+        else:
+            self.seconds += time.perf_counter() - self._start
+
+    def total(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.seconds += sum(start.elapsed_time(end) for start, end in self.events) / 1000.0
+            self.events.clear()
+        out, self.seconds = self.seconds, 0.0
+        return out
+
+
+class EnsembleTrainer:
+    """What every model kind's trainer shares: the epoch's length, each member's minibatch rows, the update.
+
+    A kind's trainer (``ETMTrainer`` in etm.py, ``FTMTrainer`` in ftm.py) is built as
+    ``Trainer(model, x_train, y_train, x_hold, y_hold, generator)`` with raw-unit inputs
+    cat(s, a) and targets cat(s' - s, r), and says how many epochs to run (``max_epochs``) and how
+    many holdout rows to score each epoch (``holdout_rows``); ``train_dynamics`` does the rest.
+    """
+
+    cfg: Any
+    x: Tensor
+    model: DynamicsModel
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    loss_per_row: bool = False  # the loss sums its batch's rows: the log divides by the batch size
+
+    done: bool = False  # set by end_epoch when the fit should stop early
+
+    def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
+        """The summed loss of all members on their rows ``index`` [members, batch]."""
+        raise NotImplementedError
+
+    def max_epochs(self) -> int:
+        raise NotImplementedError
+
+    def holdout_rows(self, n_hold: int) -> int:
+        """Holdout rows whose error is logged each epoch."""
+        return n_hold
+
+    def end_epoch(self, errors: dict[str, float]) -> None:
+        """After each epoch's holdout errors (which it may add to): early stopping and the like."""
+
+    def finish(self) -> None:
+        """After the last epoch, before the model is saved."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def train_epoch(self, bar: Any, timer: DeviceTimer) -> Tensor:
+        """One epoch of updates; returns the mean loss per member, step (and row) as a device tensor."""
+        total = torch.zeros((), device=self.x.device)
+        for index in self.minibatch_indices():
+            loss = self.loss_for(index, timer)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() / (self.model.members * (index.shape[1] if self.loss_per_row else 1))
+            bar.update(1)
+        return total / self.steps_per_epoch()
+
+    def steps_per_epoch(self) -> int:
+        return self.cfg.steps_per_epoch or max(1, math.ceil(self.x.shape[0] / self.cfg.batch_size))
+
+    def minibatch_indices(self) -> Iterator[Tensor]:
+        """Row indices [members, batch] for each step of an epoch, drawn lazily.
+
+        A fixed ``steps_per_epoch`` draws independent random rows per step; otherwise each member
+        passes over its own permutation of the data (or, with ``bootstrap``, a resample of it).
+        """
+        n, batch, members = self.x.shape[0], min(self.cfg.batch_size, self.x.shape[0]), self.model.members
+        device = self.x.device
+        fixed = self.cfg.steps_per_epoch is not None
+        if not fixed:
+            if getattr(self.cfg, "bootstrap", False):
+                order = torch.randint(n, (members, n), generator=self.generator, device=device)
+            else:
+                order = torch.argsort(torch.rand(members, n, generator=self.generator, device=device), dim=1)
+        for step in range(self.steps_per_epoch()):
+            if fixed:
+                yield torch.randint(n, (members, batch), generator=self.generator, device=device)
+            else:
+                yield order[:, step * batch : (step + 1) * batch]

@@ -1,0 +1,329 @@
+"""The flow from a task to a trained agent, below the commands: dataset -> model -> agent run.
+
+Each step works alone from Python, and ``empo-train`` is these calls with arguments parsed::
+
+    from empo.loop.config import resolve_config
+    from empo.pipeline import train_agent, resume
+
+    config = resolve_config("hopper-medium", "empo", "smoke", seed=0)
+    summary = train_agent(config, "runs/hopper-smoke")      # dataset, model (cached), agent
+    summary = resume("runs/hopper-smoke")                   # continue an interrupted run
+
+``prepare_dataset`` loads a task's dataset (building it when none is on disk), ``prepare_model``
+gives the transition model (a given folder, the cache under ``$EMPO_HOME/models`` keyed by the
+model settings, the dataset and the seed, or a new fit), and ``train_agent`` / ``resume`` run the
+loop in a run folder (docs/training.md). ``empo.runs.load_run`` reads a run folder back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from empo.config import load_yaml, save_yaml
+from empo.errors import EmpoError
+from empo.utils import empo_home, git_commit
+
+if TYPE_CHECKING:
+    from empo.data.tasks import Task
+    from empo.data.transitions import Transitions
+    from empo.loop.config import TrainConfig
+    from empo.models.config import ModelConfig
+    from empo.models.dynamics import Dynamics
+    from empo.threads import ThreadCounter
+
+Log = Callable[[str], Any]
+RUN_JSON = "run.json"
+MODEL_CONFIG_YAML = "model_config.yaml"
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` (CUDA when there is one, else the CPU) or a torch device name, checked to exist."""
+    if isinstance(name, torch.device):
+        device = name
+    elif name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise EmpoError(f"--device: '{name}' is not a torch device (try cpu, cuda or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EmpoError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise EmpoError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's global generators (network initialisation draws from torch's)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------- dataset
+def prepare_dataset(
+    task_name: str, d4rl_path: str | Path | None = None, minari_id: str | None = None, log: Log = print
+) -> Transitions:
+    """The task's dataset, checked against the task's sizes; built first when none is on disk.
+
+    A named D4RL file or Minari id is read instead. Says which dataset it uses and from where.
+    """
+    from empo.data import ensure_dataset, get_task, load_transitions
+
+    task = get_task(task_name)
+    if d4rl_path is not None or minari_id is not None:
+        transitions = load_transitions(task.name, d4rl_path=d4rl_path, minari_id=minari_id)
+    else:
+        transitions = ensure_dataset(task.name, log=log)
+    transitions.validate(task, origin=f"dataset of {task.name}")
+    log(f"dataset: {task.name}, {len(transitions.qlearning()):,} transitions from {transitions.source}")
+    return transitions
+
+
+def dataset_fingerprint(transitions: Transitions) -> str:
+    """Identifies the data a model was fit on: its source, size and a checksum of the arrays."""
+    q = transitions.qlearning()
+    sums = [float(getattr(q, name).sum(dtype="float64")) for name in ("observations", "actions", "rewards")]
+    return json.dumps({"source": transitions.source, "rows": len(q), "sums": [round(s, 3) for s in sums]})
+
+
+# --------------------------------------------------------------------------------------- model
+def model_config_for(config: TrainConfig) -> ModelConfig | None:
+    """The run's transition-model settings (preset + overrides), validated; None for the simulator.
+
+    Called before any data is loaded, so that a misspelt model key fails in seconds.
+    """
+    from empo.models import load_model_config
+
+    kind = config.algorithm.model_kind
+    if kind == "simulator":
+        if config.model.overrides:
+            raise EmpoError("model.overrides cannot be used with model_kind=simulator (the simulator is the model)")
+        return None
+    return load_model_config(kind, config.model.preset, config.model.overrides or None)
+
+
+def model_cache_dir(task_name: str, model_config: ModelConfig, transitions: Transitions, seed: int) -> Path:
+    blob = json.dumps({"model": asdict(model_config), "data": dataset_fingerprint(transitions)}, sort_keys=True)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return empo_home() / "models" / f"{task_name}-{model_config.kind}-{digest}-s{seed}"
+
+
+def prepare_model(
+    config: TrainConfig,
+    task: Task,
+    transitions: Transitions,
+    device: torch.device,
+    model_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Log = print,
+    threads: ThreadCounter | None = None,
+) -> tuple[Dynamics, Path | None]:
+    """(model, its folder): the model in ``model_dir``, the cached one, or a new fit (then cached)."""
+    from empo.models import load_dynamics, train_dynamics
+
+    kind = config.algorithm.model_kind
+    model_config = model_config_for(config)
+    if model_config is None:
+        from empo.envs.simulator import SimulatorDynamics
+
+        if model_dir is not None:
+            raise EmpoError("--model-dir cannot be used with model_kind=simulator (the simulator is the model)")
+        log(f"model_kind=simulator: rollouts step the real {task.gym_id} env (a diagnostic, not offline RL)")
+        return SimulatorDynamics(task, device), None
+    if model_dir is not None:
+        model_dir = Path(model_dir)
+        model = load_dynamics(model_dir, task, device=device)
+        if model.kind != kind:
+            raise EmpoError(f"--model-dir {model_dir} holds a {model.kind} model, but {config.algo} needs a {kind} model")
+        return model, model_dir
+    cache = model_cache_dir(task.name, model_config, transitions, config.seed)
+    if (cache / "model.json").is_file() and (cache / "model.pt").is_file():
+        log(f"using the cached {kind} model in {cache}")
+        return load_dynamics(cache, task, device=device), cache
+    resume_fit = (cache / "checkpoint.pt").is_file()
+    log(f"{'continuing' if resume_fit else 'training'} the {kind} model ({config.model.preset} preset) in {cache}")
+    model = train_dynamics(
+        transitions, task, model_config, cache, device=device, seed=config.seed, progress=progress, resume=resume_fit,
+        threads=threads,
+    )
+    return model.to(device), cache
+
+
+# ------------------------------------------------------------------------------------- agent run
+def default_preset(device: torch.device, log: Log = print) -> str:
+    """The preset when none is named: the published recipe on a GPU, the quick one on a CPU."""
+    if device.type == "cuda":
+        log("preset: paper (no --preset given; the published recipe, about 13 h on one H100)")
+        return "paper"
+    log(
+        f"preset: quick (no --preset given and the device is {device}: the paper preset is a GPU recipe that "
+        "would take months here; --preset paper to run it anyway)"
+    )
+    return "quick"
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.task}-{config.algo}-{config.preset}-s{config.seed}-{stamp}"
+
+
+def train_agent(
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    *,
+    device: str | torch.device = "auto",
+    model: Dynamics | None = None,
+    model_dir: str | Path | None = None,
+    d4rl_path: str | Path | None = None,
+    minari_id: str | None = None,
+    progress: bool = True,
+    threads: ThreadCounter | None = None,
+    stop_after: int | None = None,
+    log: Log = print,
+    command: str | None = None,
+    started: str | None = None,
+) -> dict[str, Any]:
+    """Start a new run in ``run_dir`` (default ``runs/<task>-<algo>-<preset>-s<seed>-<time>``); returns its summary.
+
+    ``model`` puts a model object of your own in the loop (any :class:`empo.models.Dynamics`;
+    ``model_dir`` is then only recorded); otherwise :func:`prepare_model` provides it.
+    ``stop_after`` stops after that many epochs (continue with :func:`resume`).
+    """
+    from empo.loop.trainer import CHECKPOINT
+
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    if (run_dir / CHECKPOINT).is_file():
+        raise EmpoError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir")
+    info = {
+        "task": config.task,
+        "model_dir": None,
+        "d4rl_path": str(d4rl_path) if d4rl_path else None,
+        "minari_id": minari_id,
+        "device": None,
+        "git_commit": git_commit(mark_dirty=False),
+        "command": command,
+        "started": started or time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    return _run(config, run_dir, info, device, model, model_dir, progress, threads, stop_after, log, resuming=False)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    threads: ThreadCounter | None = None,
+    stop_after: int | None = None,
+    log: Log = print,
+    task: str | None = None,
+) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its last checkpoint; returns its summary.
+
+    ``task``, when given, must be the run's (a guard against resuming the wrong folder).
+    """
+    from empo.loop.config import config_from_dict
+    from empo.loop.trainer import CHECKPOINT
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise EmpoError(f"--resume {run_dir}: no config.yaml there; is it a run directory of empo-train?")
+    config = config_from_dict(load_yaml(config_path), where=str(config_path))
+    if task is not None and task != config.task:
+        raise EmpoError(f"--resume {run_dir}: the run is for {config.task}, not {task}")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise EmpoError(f"--resume {run_dir}: no {CHECKPOINT} (the run did not finish an epoch); start it again")
+    info_path = run_dir / RUN_JSON
+    try:
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise EmpoError(f"{info_path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise EmpoError(f"{info_path}: expected a JSON object")
+    return _run(config, run_dir, info, device, None, info.get("model_dir"), progress, threads, stop_after, log, resuming=True)
+
+
+def _run(
+    config: TrainConfig,
+    run_dir: Path,
+    info: dict[str, Any],
+    device: str | torch.device,
+    model: Dynamics | None,
+    model_dir: str | Path | None,
+    progress: bool,
+    threads: ThreadCounter | None,
+    stop_after: int | None,
+    log: Log,
+    resuming: bool,
+) -> dict[str, Any]:
+    from empo.data.tasks import get_task
+    from empo.loop.graphed import apply_tf32, check_runtime
+    from empo.loop.trainer import Trainer
+    from empo.models.dynamics import check_dynamics
+
+    if stop_after is not None and stop_after < 1:
+        raise EmpoError(f"--stop-after must be >= 1, got {stop_after}")
+    task = get_task(config.task)
+    device = resolve_device(device)
+    model_config = model_config_for(config) if model is None and model_dir is None else None
+    check_runtime(config.runtime, device)  # before the dataset and the model, which take minutes
+    apply_tf32(config.runtime, device)  # the model fit too runs under the run's TF32 setting
+    seed_everything(config.seed)
+    transitions = prepare_dataset(task.name, info.get("d4rl_path"), info.get("minari_id"), log=log)
+    if model is None:
+        model, model_dir = prepare_model(config, task, transitions, device, model_dir, progress, log, threads)
+    check_dynamics(model, task, where="the transition model")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        info.update(
+            model_dir=str(Path(model_dir).resolve()) if model_dir else None,
+            dataset_source=transitions.source,
+            device=str(device),
+        )
+        (run_dir / RUN_JSON).write_text(json.dumps(info, indent=2) + "\n")
+        resolved = getattr(model, "config", None) or model_config
+        if resolved is not None:
+            save_yaml(resolved, run_dir / MODEL_CONFIG_YAML)
+
+    evaluator = None
+    if config.training.eval_episodes > 0:
+        from empo.evaluation.policy_eval import PolicyEvaluator
+
+        evaluator = PolicyEvaluator(task, config.training.eval_episodes, device)
+    dataset = transitions.qlearning().to_tensors(device)
+    trainer = Trainer(
+        config, dataset, model, run_dir, device=device, task=task, evaluator=evaluator, progress=progress, threads=threads
+    )
+    if resuming:
+        trainer.load_checkpoint()
+        if trainer.epoch >= config.training.epochs:
+            log(f"{run_dir}: the run already finished ({trainer.epoch} epochs)")
+        else:
+            log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.training.epochs}")
+    else:
+        log(f"run directory: {run_dir}")
+    try:
+        return trainer.run(stop_after_epochs=stop_after)
+    except KeyboardInterrupt:
+        done = f"after epoch {trainer.epoch}" if trainer.epoch else "before its first epoch ended"
+        how = f"continue with: empo-train --resume {run_dir}" if trainer.epoch else "start it again"
+        log(f"interrupted {done}; {how}")
+        raise
+    finally:
+        if evaluator is not None:
+            evaluator.close()
