@@ -12,6 +12,9 @@ def test_info_json_on_a_d4rl_file(tmp_path, capsys):
     write_d4rl(tmp_path / "h.hdf5")
     assert main(["info", "hopper-medium", "--d4rl-path", str(tmp_path / "h.hdf5"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    # --task is the same task (the spelling of empo-train and empo-model)
+    assert main(["info", "--task", "hopper-medium", "--d4rl-path", str(tmp_path / "h.hdf5"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == out
     assert set(out) >= {"transitions", "episodes", "terminals", "timeouts", "mean_return", "normalized_score", "source"}
     assert out["transitions"] == 9 and out["episodes"] == 3
     assert np.isclose(out["normalized_score"], 100 * (15 + 20.272305) / (3234.3 + 20.272305))
@@ -42,6 +45,8 @@ def test_errors_are_one_line(tmp_path, capsys):
     _one_line_error(capsys, ["info", "hopper-medium", "--d4rl-path", str(tmp_path / "x.hdf5")], "D4RL file not found")
     _one_line_error(capsys, ["info", "hopper-medium", "--minari-id", "a/b-v0"], "'a/b-v0' is not on disk")
     _one_line_error(capsys, ["info", "hopper-medium"], "empo-data build hopper-medium")
+    _one_line_error(capsys, ["info"], "give the task")
+    _one_line_error(capsys, ["info", "hopper-medium", "--task", "hopper-random"], "two different tasks")
     _one_line_error(capsys, ["build", "hopper-random", "--size", "0"], "--size must be positive")
     _one_line_error(capsys, ["train-behaviour", "hopper-random"], "no behaviour policy to train")
     write_d4rl(tmp_path / "w.hdf5", obs_dim=17, act_dim=6)

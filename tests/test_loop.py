@@ -42,6 +42,12 @@ def test_pipeline_smoke(tmp_path, synthetic_dataset, algo, capsys):
     for name in ("config.yaml", "run.json", "progress.csv", "summary.json", "checkpoint.pt"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tb").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert {"eval/return", "eval/return_std", "eval/normalized_score_std", "eval/length"} <= set(events.Tags()["scalars"])
+    assert (run_dir / "model_config.yaml").is_file()  # the resolved model settings beside config.yaml
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["algo"] == algo and summary["updates"] == 80
     assert summary["final_normalized_score"] is not None and summary["best_normalized_score"] is not None
@@ -174,4 +180,11 @@ def test_a_resumed_run_logs_each_tensorboard_step_once(tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     steps = [event.step for event in events.Scalars("sac/critic_loss")]
-    assert steps == [1, 2, 3, 4]
+    updates = [int(row["updates"]) for row in read_rows(tmp_path)]
+    assert steps == updates == [20, 40, 60, 80]  # the step is the update count, each once
+    # every CSV figure but the counters is in TensorBoard, its group not repeated in the tag
+    tags = set(events.Tags()["scalars"])
+    assert {"rollout/mean_length", "sac/critic_loss", "time/epoch", "time/wall_time", "rollout/model_buffer_size"} <= tags
+    finite = [c for c, v in read_rows(tmp_path)[-1].items() if c not in ("epoch", "updates") and v not in ("nan", "")]
+    assert len(tags) == len(finite)  # no evaluation here (eval_episodes 0): its NaN columns are not logged
+    assert not any(tag.split("/")[1].startswith(tag.split("/")[0]) for tag in tags)

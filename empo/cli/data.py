@@ -35,6 +35,21 @@ An interrupted build leaves nothing that reads as a dataset; a rebuild replaces 
 """
 
 
+def _add_task_args(parser: argparse.ArgumentParser, example: str) -> None:
+    """The task as a positional argument or as --task (the other commands' spelling)."""
+    parser.add_argument("task", nargs="?", help=f"{example} (or --task)")
+    parser.add_argument("--task", dest="task_option", metavar="TASK", help="the task, as in empo-train and empo-model")
+
+
+def _task_name(args: argparse.Namespace) -> str:
+    given = [name for name in (args.task, args.task_option) if name is not None]
+    if not given:
+        raise EmpoError("give the task, e.g. hopper-medium (positional or --task)")
+    if len(set(given)) > 1:
+        raise EmpoError(f"two different tasks given: {given[0]} and --task {given[1]}")
+    return given[0]
+
+
 def _add_source_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--d4rl-path", metavar="FILE", help="read a real D4RL hdf5 file")
@@ -50,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser(
         "build", help="collect a task's dataset", description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    build.add_argument("task", help="e.g. hopper-medium")
+    _add_task_args(build, "e.g. hopper-medium")
     build.add_argument("--size", type=int, default=1_000_000, help="steps to collect (default: 1,000,000 as D4RL)")
     build.add_argument("--seed", type=int, default=0, help="seed of env resets and action noise (default: 0)")
     build.add_argument("--envs", type=int, default=10, help="envs stepped in lockstep (default: 10)")
@@ -74,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Interrupted runs resume from their last checkpoint (every 50k steps)."
         ),
     )
-    train.add_argument("task", help="ENV-medium, ENV-medium-replay, ENV-expert or ENV-medium-expert")
+    _add_task_args(train, "ENV-medium, ENV-medium-replay, ENV-expert or ENV-medium-expert")
     train.add_argument("--out", type=Path, help="output folder (default: $EMPO_HOME/behaviour/ENV, EMPO_HOME=~/.empo)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-steps", type=int, default=1_000_000, help="give up after this many env steps")
@@ -96,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list every task, whether it is built, and where")
 
     info = sub.add_parser("info", help="statistics of a task's dataset")
-    info.add_argument("task", help="e.g. hopper-medium")
+    _add_task_args(info, "e.g. hopper-medium")
     _add_source_args(info)
     info.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -105,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_build(args: argparse.Namespace) -> int:
     from empo.data.build import build_dataset
 
-    task = get_task(args.task)
+    task = get_task(_task_name(args))
     if args.size <= 0:
         raise EmpoError(f"--size must be positive, got {args.size}")
     build_dataset(
@@ -123,7 +138,7 @@ def cmd_train_behaviour(args: argparse.Namespace) -> int:
     from empo.data.behaviour import POLICY_DIR, policy_path, train_behaviour
     from empo.data.build import behaviour_root
 
-    task = get_task(args.task)
+    task = get_task(_task_name(args))
     if task.level == "random":
         raise EmpoError(f"{task.name} uses uniform random actions: there is no behaviour policy to train")
     until = "expert" if task.level in ("expert", "medium-expert") else "medium"
@@ -162,8 +177,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    task = get_task(args.task)
-    transitions = load_transitions(args.task, d4rl_path=args.d4rl_path, minari_id=args.minari_id)
+    task = get_task(_task_name(args))
+    transitions = load_transitions(task.name, d4rl_path=args.d4rl_path, minari_id=args.minari_id)
     summary = transitions.summary(task)
     if args.json:
         keys = ("transitions", "episodes", "terminals", "timeouts", "mean_return", "normalized_score", "source")

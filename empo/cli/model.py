@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     add_device_argument(train)
-    train.add_argument("--out", type=Path, help="output directory (default: runs/models/<task>/<model>-<preset>-seed<seed>)")
+    train.add_argument(
+        "--run-dir", "--out", dest="out", type=Path, help="output directory (default: runs/models/<task>/<model>-<preset>-seed<seed>)"
+    )
     train.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR from its checkpoint")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--d4rl-path", type=Path, metavar="FILE", help="read the dataset from this D4RL hdf5 file")
@@ -124,7 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
             if given is not None and given != run[key]:
                 raise EmpoError(f"--resume {args.resume}: the run has --{key} {run[key]}, not {given}")
         if args.out is not None and args.out != args.resume:
-            raise EmpoError("give either --out or --resume, not both")
+            raise EmpoError("give either --run-dir (--out) or --resume, not both")
         task_name, kind, out = run["task"], run["model"], args.resume
         d4rl_path = args.d4rl_path or run.get("d4rl_path")
         minari_id = args.minari_id or run.get("minari_id")
@@ -153,7 +155,10 @@ def run_train(args: argparse.Namespace) -> int:
         "minari_id": minari_id,
     }
     (out / RUN_JSON).write_text(json.dumps(run, indent=2))
-    print(f"training {kind} ({preset}) on {task.name}: {len(transitions.qlearning())} transitions, device {device}, out {out}")
+    print(
+        f"training {kind} ({preset}) on {task.name}: {len(transitions.qlearning()):,} transitions from "
+        f"{transitions.source}, device {device}, out {out}"
+    )
     train_dynamics(transitions, task, config, out, device=device, seed=seed, progress=args.progress, resume=resume, threads=threads)
     print(f"saved {kind} model to {out}")
     return 0

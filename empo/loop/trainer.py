@@ -223,7 +223,7 @@ class Trainer:
         self.scores = [float(s) for s in state["scores"]]
         self.wall_time = float(state["wall_time"])
         self.last_rollout_stats = dict(state["last_rollout_stats"])
-        self._purge_step = self.epoch + 1
+        self._purge_step = self.updates + 1  # TensorBoard's step is the update count
         self._truncate_progress_csv()
 
     def _truncate_progress_csv(self) -> None:
@@ -406,19 +406,22 @@ class Trainer:
         )
 
     def _log_tensorboard(self, row: dict[str, Any]) -> None:
-        step = row["epoch"]
+        """Every CSV figure but the counters, tagged ``group/name`` without repeating the group
+        (``rollout/mean_length``); the step is the number of SAC updates, so runs with different
+        epoch lengths line up."""
+        step = row["updates"]
         writer = self.writer
         groups = {
-            "eval": ("eval_return", "normalized_score", "eval_length"),
+            "eval": ("eval_return", "eval_return_std", "normalized_score", "normalized_score_std", "eval_length"),
             "sac": UPDATE_METRICS,
             "rollout": tuple(f"rollout_{name}" for name in ROLLOUT_METRICS) + ("model_buffer_size",),
-            "time": ("time_rollout", "time_update", "time_eval", "time_epoch"),
+            "time": ("time_rollout", "time_update", "time_eval", "time_epoch", "wall_time"),
         }
         for group, names in groups.items():
             for name in names:
                 value = row[name]
                 if isinstance(value, (int, float)) and math.isfinite(value):
-                    writer.add_scalar(f"{group}/{name}", value, step)
+                    writer.add_scalar(f"{group}/{name.removeprefix(group + '_')}", value, step)
         writer.flush()
 
     # ---------------------------------------------------------------------------------- the run

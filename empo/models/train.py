@@ -125,7 +125,9 @@ def train_dynamics(
         start_epoch = int(checkpoint["epoch"])
     save_yaml(config, out_dir / CONFIG_YAML)
 
-    writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_epoch if start_epoch else None)
+    # TensorBoard's step is the number of model updates; on resume, events after the checkpoint are purged
+    updates_per_epoch = trainer.steps_per_epoch()
+    writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_epoch * updates_per_epoch + 1 if start_epoch else None)
     log_path = out_dir / LOG_CSV
     if not resume or not log_path.is_file():
         with log_path.open("w", newline="") as fh:
@@ -154,7 +156,7 @@ def train_dynamics(
             }
             for key, value in row.items():
                 if key != "epoch":
-                    writer.add_scalar(f"model/{key}", value, epoch)
+                    writer.add_scalar(f"model/{key}", value, epoch * updates_per_epoch)
             with log_path.open("a", newline="") as fh:
                 csv.writer(fh).writerow([row[k] for k in LOG_FIELDS])
             if progress:
