@@ -12,6 +12,7 @@ import torch
 from empo.agents import SAC, SACConfig, TargetPenalty
 from empo.errors import EmpoError
 from empo.loop.config import resolve_config
+from empo.loop.penalty import Penalty
 from empo.loop.rollout import rollout
 from empo.loop.trainer import Trainer
 from empo.models import load_model_config
@@ -131,12 +132,12 @@ def test_temperature_is_clamped_in_the_losses_but_log_alpha_stays_free():
 
 def test_rollout_keeps_raw_rewards_and_penalties_for_update_time_application():
     start = torch.tensor([[5.0, 0.0], [5.0, 1.0]])
-    stored = rollout(CountdownModel(), zero_policy, start, horizon=1, penalty_coef=2.0, penalty_in_reward=False)
+    stored = rollout(CountdownModel(), zero_policy, start, horizon=1, penalty=Penalty(2.0, at="update"))
     t = stored.transitions
     assert torch.equal(t["rewards"], torch.tensor([10.0, 10.0]))
     assert torch.equal(t["penalties"], torch.tensor([1.0, 2.0]))
     assert float(stored.stats["penalised_reward_mean"]) == pytest.approx(10.0 - 2.0 * 1.5)
-    applied = rollout(CountdownModel(), zero_policy, start, horizon=1, penalty_coef=2.0)
+    applied = rollout(CountdownModel(), zero_policy, start, horizon=1, penalty=Penalty(2.0))
     assert torch.equal(applied.transitions["rewards"], torch.tensor([8.0, 6.0]))
     assert torch.equal(applied.transitions["penalties"], torch.tensor([1.0, 2.0]))
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from empo.loop.penalty import Penalty
 from empo.loop.rollout import rollout
 from tests.test_loop_support import FakeDynamics
 
@@ -36,7 +37,7 @@ def test_each_sample_stops_at_its_own_termination():
     # samples terminate after 1, 2, 3 steps, and two never within the horizon of 4
     start = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [9.0, 0.0], [9.0, 0.0]])
     model = CountdownModel()
-    result = rollout(model, zero_policy, start, horizon=4, penalty_coef=0.0)
+    result = rollout(model, zero_policy, start, horizon=4, penalty=Penalty(0.0))
     assert model.batch_sizes == [5, 4, 3, 2]  # terminated samples are not stepped again
     t = result.transitions
     assert result.num_transitions == 1 + 2 + 3 + 4 + 4
@@ -51,7 +52,7 @@ def test_each_sample_stops_at_its_own_termination():
 
 def test_penalty_is_taken_off_the_reward():
     start = torch.tensor([[5.0, 0.0], [5.0, 1.0], [5.0, 3.0]])
-    result = rollout(CountdownModel(), zero_policy, start, horizon=1, penalty_coef=2.0)
+    result = rollout(CountdownModel(), zero_policy, start, horizon=1, penalty=Penalty(2.0))
     assert torch.allclose(result.transitions["rewards"], torch.tensor([10.0 - 2.0, 10.0 - 4.0, 10.0 - 8.0]))
     assert float(result.stats["penalty_max"]) == 4.0
     assert float(result.stats["raw_reward_mean"]) == 10.0
@@ -65,8 +66,7 @@ def test_penalty_decay_scales_the_coefficient_by_the_next_value():
         zero_policy,
         start,
         horizon=1,
-        penalty_coef=2.0,
-        penalty_decay=True,
+        penalty=Penalty(2.0, decay=True),
         q_function=lambda obs, act: q_values,
     )
     assert torch.allclose(result.transitions["rewards"], torch.tensor([10.0, 9.0, 8.0]))
@@ -80,12 +80,12 @@ def test_rollouts_are_reproducible_under_a_generator_and_count_non_finite_output
         return lambda obs: torch.tanh(torch.randn(obs.shape[0], 3, generator=gen))
 
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    a = rollout(model, policy_with(g1), start, 5, 1.0, generator=g1)
-    b = rollout(model, policy_with(g2), start, 5, 1.0, generator=g2)
+    a = rollout(model, policy_with(g1), start, 5, Penalty(1.0), generator=g1)
+    b = rollout(model, policy_with(g2), start, 5, Penalty(1.0), generator=g2)
     for key in a.transitions:
         assert torch.equal(a.transitions[key], b.transitions[key])
     assert int(a.stats["nonfinite_outputs"]) == 0
     bad = start.clone()
     bad[0, 3] = float("nan")
-    c = rollout(model, policy_with(g1), bad, 1, 1.0, generator=g1)
+    c = rollout(model, policy_with(g1), bad, 1, Penalty(1.0), generator=g1)
     assert int(c.stats["nonfinite_outputs"]) > 0

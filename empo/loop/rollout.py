@@ -1,10 +1,10 @@
-"""The rollout engine shared by EMPO and MOPO (DESIGN.md section 7).
+"""The rollout engine shared by every algorithm of the loop (docs/training.md).
 
 Start states are sampled from the dataset; the policy acts, the model steps, each sample stops
-at its own termination. Each transition keeps its raw uncertainty penalty (``penalties``); with
-``penalty_in_reward`` (MOPO) it is also taken off the stored reward: ``reward - coef * penalty``;
-without it (the authors' EMPO) the reward stays raw and the critic target subtracts the penalty
-at every update (``empo.agents.TargetPenalty``). A sample that terminates contributes its terminal transition and
+at its own termination. Each transition keeps its raw uncertainty penalty (``penalties``); the
+:class:`empo.loop.penalty.Penalty` it is given says whether the stored reward is already
+penalised (MOPO) or stays raw for the critic target to penalise (the authors' EMPO); the engine
+knows no algorithm by name. A sample that terminates contributes its terminal transition and
 then nothing (d3rlpy's users could not reproduce MOPO on hopper until rollouts were cut there).
 
 Everything stays on the device. Dropping the finished samples needs their count on the host:
@@ -14,15 +14,12 @@ model the cost of stepping dead samples (an ETM step is a Langevin chain).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from empo.loop.penalty import Penalty, Policy, QFunction
 from empo.models.dynamics import Dynamics
-
-Policy = Callable[[torch.Tensor], torch.Tensor]
-QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -37,46 +34,21 @@ class RolloutResult:
         return int(self.transitions["observations"].shape[0])
 
 
-def penalty_coefficients(
-    coef: float,
-    decay: bool,
-    next_obs: torch.Tensor,
-    policy: Policy | None,
-    q_function: QFunction | None,
-    decay_scale: float = 100.0,
-) -> torch.Tensor | float:
-    """The EMPO penalty coefficient per sample: ``coef`` or, with decay, ``coef * clamp(Q'/scale, 0, 1)``.
-
-    Q' is the critics' (min) value of the next state under the current policy: where the agent
-    already expects little return the penalty is relaxed (docs/training.md; the rollout-time variant).
-    """
-    if not decay:
-        return coef
-    if policy is None or q_function is None:
-        raise ValueError("penalty decay needs the policy and the Q function")
-    q_next = q_function(next_obs, policy(next_obs))
-    return coef * (q_next / decay_scale).clamp(0.0, 1.0)
-
-
 @torch.no_grad()
 def rollout(
     model: Dynamics,
     policy: Policy,
     start_obs: torch.Tensor,
     horizon: int,
-    penalty_coef: float,
+    penalty: Penalty,
     generator: torch.Generator | None = None,
-    penalty_decay: bool = False,
     q_function: QFunction | None = None,
-    decay_scale: float = 100.0,
-    penalty_in_reward: bool = True,
 ) -> RolloutResult:
     """Roll ``policy`` in ``model`` from ``start_obs`` [N, obs_dim] for up to ``horizon`` steps.
 
-    Returns the transitions of all samples, step by step (rewards penalised when
-    ``penalty_in_reward``, raw penalties under ``penalties``), and statistics: mean rollout length,
-    share of samples that terminated, raw and penalised reward (``reward - coef * penalty``, the
-    coefficient before any decay when the penalty is applied at update time), penalty mean/max.
+    Returns the transitions of all samples, step by step (rewards as ``penalty`` stores them, raw
+    penalties under ``penalties``), and statistics: mean rollout length, share of samples that
+    terminated, raw and penalised reward, penalty mean/max. ``q_function`` serves a decaying penalty.
     """
     device = start_obs.device
     obs = start_obs
@@ -100,16 +72,14 @@ def rollout(
         step = model.step(obs, act, generator=generator)
         next_obs, reward = step.next_obs, step.reward.reshape(-1)
         terminal = step.terminal.reshape(-1).bool()
-        penalty = step.penalty.reshape(-1)
-        # at update time the decay belongs to the critic target; the statistics use the plain coefficient
-        decay = penalty_decay and penalty_in_reward
-        penalised = reward - penalty_coefficients(penalty_coef, decay, next_obs, policy, q_function, decay_scale) * penalty
+        uncertainty = step.penalty.reshape(-1)
+        stored, penalised = penalty.at_rollout(reward, uncertainty, next_obs, policy, q_function)
         parts["observations"].append(obs)
         parts["actions"].append(act)
-        parts["rewards"].append(penalised if penalty_in_reward else reward)
+        parts["rewards"].append(stored)
         parts["next_observations"].append(next_obs)
         parts["terminals"].append(terminal.float())
-        parts["penalties"].append(penalty)
+        parts["penalties"].append(uncertainty)
         penalised_rewards.append(penalised)
         raw_rewards.append(reward)
         lengths = lengths + obs.shape[0]

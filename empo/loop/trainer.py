@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from empo.agents.sac import SAC, TargetPenalty
+from empo.agents.sac import SAC
 from empo.config import save_yaml
 from empo.data.tasks import Task, get_task
 from empo.errors import EmpoError
 from empo.loop.buffers import TransitionBuffer
 from empo.loop.config import TrainConfig
 from empo.loop.graphed import GraphedSACStep, SACStep, apply_tf32, check_runtime, sync_debug
+from empo.loop.penalty import Penalty
 from empo.loop.rollout import rollout
 from empo.models.dynamics import Dynamics, check_dynamics
 from empo.threads import ThreadCounter
@@ -119,6 +120,7 @@ class Trainer:
             config.model_buffer_capacity, self.task.obs_dim, self.task.act_dim, self.device
         )
         algo = config.algorithm
+        self.penalty = Penalty.of(algo)  # where and how the model's uncertainty meets the reward
         self.agent = SAC(
             self.task.obs_dim,
             self.task.act_dim,
@@ -126,9 +128,7 @@ class Trainer:
             device=self.device,
             seed=config.seed,
             total_lr_steps=config.training.epochs,
-            target_penalty=(
-                TargetPenalty(algo.penalty_coef, algo.penalty_decay, algo.decay_scale) if algo.penalty_at == "update" else None
-            ),
+            target_penalty=self.penalty.target_penalty(),
             alpha_max=algo.alpha_max,
             capturable=config.runtime.cuda_graph,
         )
@@ -304,12 +304,9 @@ class Trainer:
             lambda obs: self.agent.act(obs, generator=generator),
             start_obs,
             horizon=algo.horizon,
-            penalty_coef=algo.penalty_coef,
+            penalty=self.penalty,
             generator=generator,
-            penalty_decay=algo.penalty_decay,
             q_function=self.agent.q_value,
-            decay_scale=algo.decay_scale,
-            penalty_in_reward=algo.penalty_at == "rollout",
         )
         self.model_buffer.add(result.transitions)
         return result.stats
