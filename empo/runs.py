@@ -4,13 +4,18 @@
 progress.csv, checkpoint.pt) and rebuilds the trained actor. ``Run.policy`` is the deterministic
 policy (tanh of the Gaussian mean) as a plain ``nn.Module`` on raw observations; ``Run.act``
 takes numpy observations. ``export_policy`` writes that module so that a process without empo
-can load it with torch alone and act.
+can load it and act: with torch alone (torch.export, TorchScript) or with onnxruntime alone (ONNX).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,22 +117,59 @@ def load_run(run_dir: str | Path) -> Run:
     )
 
 
-EXPORT_FORMATS: tuple[str, ...] = ("torch-export", "torchscript")
+EXPORT_FORMATS: tuple[str, ...] = ("torch-export", "torchscript", "onnx")
+#: the ONNX graph's input and output names: ``session.run(None, {"obs": obs})[0]`` gives the actions
+ONNX_INPUT, ONNX_OUTPUT = "obs", "action"
+
+
+def _require_onnx(modules: tuple[str, ...], purpose: str) -> None:
+    """One-line EmpoError naming what to pip install when an optional ONNX package cannot be imported."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise EmpoError(f"{purpose} needs {' and '.join(missing)}: pip install {' '.join(missing)} (or pip install 'empo[onnx]')")
+
+
+@contextlib.contextmanager
+def _quiet_onnx_exporter() -> Iterator[None]:
+    """torch's ONNX exporter logs and warns about things that do not concern a small MLP
+    (e.g. that torchvision's operators are skipped); keep the command's output to its one line."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def export_policy(run: Run, path: str | Path, fmt: str = "torch-export") -> Path:
-    """Write the run's deterministic policy so that torch alone (no empo) can load and run it.
+    """Write the run's deterministic policy so that a process without empo can load and run it.
 
     ``torch-export``: a ``torch.export`` program with a dynamic batch size
     (``torch.export.load(path).module()(obs)``); ``torchscript``: ``torch.jit.load(path)(obs)``
-    (TorchScript is deprecated in recent torch releases but still loads everywhere).
+    (TorchScript is deprecated in recent torch releases but still loads everywhere); ``onnx``: an
+    ONNX model (torch's dynamo exporter) with input ``obs`` [batch, obs_dim] float32 and output
+    ``action`` [batch, act_dim], for ``onnxruntime.InferenceSession(path).run(None, {"obs": obs})[0]``;
+    it needs onnx, onnxscript and onnxruntime, and is checked with onnxruntime against the policy
+    before this returns.
     """
     if fmt not in EXPORT_FORMATS:
         raise EmpoError(f"unknown export format '{fmt}'; valid formats: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "onnx":
+        _require_onnx(("onnx", "onnxscript", "onnxruntime"), "ONNX export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
         torch.jit.script(run.policy).save(str(path))
+    elif fmt == "onnx":
+        _export_onnx(run.policy, run.obs_dim, path)
     else:
         from torch.export import Dim, export
 
@@ -137,11 +179,70 @@ def export_policy(run: Run, path: str | Path, fmt: str = "torch-export") -> Path
     return path
 
 
+def _export_onnx(policy: nn.Module, obs_dim: int, path: Path) -> None:
+    from torch.export import Dim
+
+    try:
+        with _quiet_onnx_exporter(), torch.no_grad():
+            program = torch.onnx.export(
+                policy,
+                (torch.zeros(2, obs_dim),),
+                dynamo=True,
+                dynamic_shapes=({0: Dim("batch")},),
+                input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT],
+                verbose=False,
+            )
+            program.save(str(path), external_data=False)  # one self-contained file
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmpoError(f"{path}: torch's ONNX exporter failed: {first}") from None
+    # the file must act as the policy does, in onnxruntime (a wrong graph fails here, not in the user's process)
+    obs = torch.randn(64, obs_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = policy(obs).numpy()
+    got = OnnxPolicy(path)(obs).numpy()
+    gap = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+    if not gap <= 1e-5:
+        raise EmpoError(f"{path}: the ONNX model does not reproduce the policy in onnxruntime (largest action difference {gap:.2g})")
+
+
+class OnnxPolicy(nn.Module):
+    """An ONNX file of :func:`export_policy` run by onnxruntime, called like the torch policy:
+    float32 tensor [B, obs_dim] -> tensor [B, act_dim] (on the observations' device)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        _require_onnx(("onnxruntime",), f"{path}: an ONNX policy")
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        # a small MLP on a handful of observations: one thread, and no spinning beside torch's threads
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EmpoError(f"{path}: not an ONNX policy file of empo-export ({first})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise EmpoError(f"{path}: an ONNX policy takes one input (observations), this model takes {len(inputs)}")
+        self.input_name = inputs[0].name
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(obs.detach().cpu().numpy(), dtype=np.float32)
+        action = self.session.run(None, {self.input_name: x})[0]
+        return torch.from_numpy(np.asarray(action)).to(obs.device)
+
+
 def load_policy_file(path: str | Path) -> nn.Module:
-    """A policy written by :func:`export_policy`, in either format."""
+    """A policy written by :func:`export_policy`, in any of its formats (``.onnx`` files by onnxruntime)."""
     path = Path(path)
     if not path.is_file():
         raise EmpoError(f"{path}: no such policy file")
+    if path.suffix.lower() == ".onnx":
+        return OnnxPolicy(path)
     errors = []
     try:
         return torch.export.load(str(path)).module()
@@ -151,4 +252,6 @@ def load_policy_file(path: str | Path) -> nn.Module:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
         errors.append(f"TorchScript: {exc}")
-    raise EmpoError(f"{path}: not a policy file of empo-export ({'; '.join(e.splitlines()[0] for e in errors)})")
+    raise EmpoError(
+        f"{path}: not a policy file of empo-export ({'; '.join(e.splitlines()[0] for e in errors)}; ONNX files need the suffix .onnx)"
+    )

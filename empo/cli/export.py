@@ -8,25 +8,34 @@ from pathlib import Path
 
 from empo.cli.common import cli_entry
 
+# empo.runs.EXPORT_FORMATS, named here so that --help does not import torch
+EXPORT_FORMATS = ("torch-export", "torchscript", "onnx")
+DEFAULT_NAMES = {"torch-export": "policy.pt2", "torchscript": "policy.pt", "onnx": "policy.onnx"}
+
 DESCRIPTION = """\
 Write the deterministic policy of an empo-train run (tanh of the actor's Gaussian mean, on raw
-observations) as a file that any Python with torch can run, without empo:
+observations) as a file that any Python with torch, or with onnxruntime, can run without empo:
 
     policy = torch.export.load("policy.pt2").module()      # --format torch-export (default)
     policy = torch.jit.load("policy.pt")                     # --format torchscript
     actions = policy(torch.as_tensor(obs, dtype=torch.float32))   # obs [batch, obs_dim]
 
-Evaluate the file in the real env with `empo-eval FILE --task TASK`.
+    session = onnxruntime.InferenceSession("policy.onnx")   # --format onnx
+    actions = session.run(None, {"obs": obs.astype(np.float32)})[0]
+
+--format onnx needs onnx, onnxscript and onnxruntime (pip install 'empo[onnx]'); the file is
+checked in onnxruntime against the policy before the command ends. Evaluate any of these files in
+the real env with `empo-eval FILE --task TASK`.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="empo-export", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder of empo-train (with config.yaml and checkpoint.pt)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="torch-export", help="file format (default torch-export)")
     parser.add_argument(
-        "--format", choices=("torch-export", "torchscript"), default="torch-export", help="file format (default torch-export)"
+        "--out", type=Path, help="output file (default RUN_DIR/policy.pt2; policy.pt for torchscript, policy.onnx for onnx)"
     )
-    parser.add_argument("--out", type=Path, help="output file (default RUN_DIR/policy.pt2, or policy.pt for torchscript)")
     return parser
 
 
@@ -36,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from empo.runs import export_policy, load_run
 
     run = load_run(args.run_dir)
-    default = args.run_dir / ("policy.pt" if args.format == "torchscript" else "policy.pt2")
-    out = export_policy(run, args.out or default, args.format)
+    out = export_policy(run, args.out or args.run_dir / DEFAULT_NAMES[args.format], args.format)
+    names = " (ONNX input 'obs', output 'action')" if args.format == "onnx" else ""
     print(
         f"wrote {out}: the deterministic policy of {run.config.algo} {run.config.task} seed {run.config.seed} "
-        f"after epoch {run.epoch} (observations [B, {run.obs_dim}] -> actions [B, {run.act_dim}] in [-1, 1])"
+        f"after epoch {run.epoch} (observations [B, {run.obs_dim}] -> actions [B, {run.act_dim}] in [-1, 1]){names}"
     )
     return 0
 

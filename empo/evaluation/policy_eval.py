@@ -3,12 +3,23 @@
 The deterministic policy runs ``episodes`` episodes at once in a vectorised env (one sub-env per
 episode, one batched forward pass per step); the score is the D4RL-normalised mean return.
 Evaluation is outside the training hot loop, so observations cross to the host here.
+
+With ``video_dir`` the first episode (sub-env 0, seeded ``seed``) is also recorded as an mp4 by
+gymnasium's ``RecordVideo`` while the evaluation runs; the other episodes are not rendered, and the
+figures do not change. ``check_video_support`` says in one line what is missing before any
+episode runs: moviepy, or an OpenGL context for MuJoCo's offscreen renderer (``MUJOCO_GL``).
 """
 
 from __future__ import annotations
 
+import ctypes.util
+import os
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +33,7 @@ class EvalResult:
     returns: list[float]
     lengths: list[int]
     normalized_scores: list[float]
+    video: Path | None = None  # the recorded first episode, when the evaluator recorded one
 
     @property
     def mean_return(self) -> float:
@@ -45,9 +57,20 @@ class EvalResult:
 
 
 class PolicyEvaluator:
-    """Holds ``episodes`` real envs of ``task`` and runs a policy in them on demand."""
+    """Holds ``episodes`` real envs of ``task`` and runs a policy in them on demand.
 
-    def __init__(self, task: Task, episodes: int = 10, device: str | torch.device = "cpu", max_steps: int | None = None):
+    ``video_dir``: record the first episode of every ``evaluate`` call there (see the module's
+    docstring); call :func:`check_video_support` first for a one-line error instead of a traceback.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        episodes: int = 10,
+        device: str | torch.device = "cpu",
+        max_steps: int | None = None,
+        video_dir: str | Path | None = None,
+    ):
         import gymnasium as gym
 
         if episodes < 1:
@@ -56,10 +79,37 @@ class PolicyEvaluator:
         self.episodes = episodes
         self.device = torch.device(device)
         self.max_steps = max_steps
+        self.recorder = None  # the RecordVideo wrapper around sub-env 0, with video_dir
+        self._record_next = False
+        self._video_path: Path | None = None
+
+        def make(index: int):
+            if video_dir is None or index > 0:
+                return gym.make(task.gym_id)
+            from gymnasium.wrappers import RecordVideo
+
+            with warnings.catch_warnings():  # an existing folder is fine: files are named by task, seed and episode
+                warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
+                self.recorder = RecordVideo(
+                    gym.make(task.gym_id, render_mode="rgb_array"),
+                    str(video_dir),
+                    episode_trigger=self._take_video_turn,
+                    name_prefix=task.name,
+                    disable_logger=True,
+                )
+            return self.recorder
+
         try:
-            self.envs = gym.vector.SyncVectorEnv([lambda: gym.make(task.gym_id) for _ in range(episodes)])
+            self.envs = gym.vector.SyncVectorEnv([lambda i=i: make(i) for i in range(episodes)])
         except Exception as exc:  # gymnasium/mujoco missing or broken: say which env
             raise EmpoError(f"cannot create the evaluation env {task.gym_id}: {exc}") from None
+
+    def _take_video_turn(self, episode_id: int) -> bool:
+        """RecordVideo's episode trigger: only the first reset of sub-env 0 in each ``evaluate``."""
+        take, self._record_next = self._record_next, False
+        if take:
+            self._video_path = Path(self.recorder.video_folder) / f"{self.recorder.name_prefix}-episode-{episode_id}.mp4"
+        return take
 
     def close(self) -> None:
         self.envs.close()
@@ -67,6 +117,9 @@ class PolicyEvaluator:
     @torch.no_grad()
     def evaluate(self, policy: Callable[[torch.Tensor], torch.Tensor], seed: int) -> EvalResult:
         """Run each sub-env for one episode (episode i seeded ``seed + i``); returns per-episode figures."""
+        if self.recorder is not None:
+            self.recorder.name_prefix = f"{self.task.name}-seed{seed}"
+            self._record_next, self._video_path = True, None
         obs, _ = self.envs.reset(seed=[seed + i for i in range(self.episodes)])
         returns = np.zeros(self.episodes)
         lengths = np.zeros(self.episodes, dtype=np.int64)
@@ -83,8 +136,13 @@ class PolicyEvaluator:
             steps += 1
             if self.max_steps is not None and steps >= self.max_steps:
                 break
+        video = None
+        if self.recorder is not None:
+            if self.recorder.recording:  # episode 0 ended last (or max_steps cut it): write it now
+                self.recorder.stop_recording()
+            video = self._video_path if self._video_path is not None and self._video_path.is_file() else None
         scores = [self.task.normalized_score(r) for r in returns]
-        return EvalResult([float(r) for r in returns], [int(n) for n in lengths], scores)
+        return EvalResult([float(r) for r in returns], [int(n) for n in lengths], scores, video)
 
 
 def evaluate_policy(
@@ -93,10 +151,81 @@ def evaluate_policy(
     episodes: int = 10,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    video_dir: str | Path | None = None,
 ) -> EvalResult:
-    """One-off evaluation: build the envs, run ``episodes`` deterministic episodes, close."""
-    evaluator = PolicyEvaluator(task, episodes, device)
+    """One-off evaluation: build the envs, run ``episodes`` deterministic episodes, close.
+
+    ``video_dir``: also record the first episode there (``EvalResult.video``)."""
+    evaluator = PolicyEvaluator(task, episodes, device, video_dir=video_dir)
     try:
         return evaluator.evaluate(policy, seed)
     finally:
         evaluator.close()
+
+
+RENDER_FIX = (
+    "set MUJOCO_GL=egl (needs libEGL: a GPU driver, or Mesa's: apt install libegl1 libgl1-mesa-dri) "
+    "or MUJOCO_GL=osmesa (needs apt install libosmesa6)"
+)
+
+# Run in a child process: a failed OpenGL start leaves tracebacks from destructors behind, and
+# PyOpenGL keeps the first platform it loads for the rest of the process.
+_RENDER_PROBE = """
+import os, sys
+try:
+    import gymnasium as gym
+    env = gym.make(sys.argv[1], render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    env.close()
+    shape = getattr(frame, "shape", ())
+    result = "OK" if len(shape) == 3 and shape[-1] == 3 else f"FAIL render() gave {type(frame).__name__} {shape}"
+except BaseException as exc:
+    try:
+        text = str(exc).strip().splitlines()[0]
+    except Exception:
+        text = ""
+    result = "FAIL " + type(exc).__name__ + (": " + text if text else "")
+print(result, flush=True)
+os._exit(0 if result == "OK" else 1)
+"""
+
+
+def offscreen_render_problem(gym_id: str, timeout: float = 120.0) -> str | None:
+    """Why MuJoCo cannot render ``gym_id`` offscreen (``render_mode="rgb_array"``) here, or None when it can.
+
+    Tries one frame in a child process with this process's environment (``MUJOCO_GL`` included)."""
+    backend = os.environ.get("MUJOCO_GL")
+    if backend is not None and backend not in ("egl", "osmesa", "glfw"):
+        return f"MUJOCO_GL={backend!r} is not one of egl, osmesa, glfw"
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", _RENDER_PROBE, gym_id], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        detail = f"rendering one frame did not finish in {timeout:.0f} s"
+    else:
+        lines = [line for line in probe.stdout.splitlines() if line.startswith(("OK", "FAIL"))]
+        if lines and lines[-1] == "OK" and probe.returncode == 0:
+            return None
+        detail = lines[-1].removeprefix("FAIL ") if lines else f"the render check crashed (exit status {probe.returncode})"
+        if len(detail) > 160:
+            detail = detail[:157] + "..."
+    if backend is None:
+        return f"MUJOCO_GL is not set and no OpenGL backend (glfw, egl, osmesa) started: {detail}"
+    # the likely cause, said plainly (only after the probe failed: find_library misses some installs)
+    library = {"egl": "EGL", "osmesa": "OSMesa"}.get(backend)
+    if library is not None and ctypes.util.find_library(library) is None:
+        return f"MUJOCO_GL={backend}: the system library lib{library} was not found ({detail})"
+    return f"MUJOCO_GL={backend}: {detail}"
+
+
+def check_video_support(gym_id: str) -> None:
+    """Raise a one-line EmpoError unless episodes of ``gym_id`` can be recorded here."""
+    try:
+        import moviepy  # noqa: F401  (RecordVideo writes the mp4 with it)
+    except ImportError:
+        raise EmpoError("recording videos needs moviepy: pip install moviepy (or pip install 'empo[video]')") from None
+    problem = offscreen_render_problem(gym_id)
+    if problem is not None:
+        raise EmpoError(f"cannot record videos: MuJoCo cannot render offscreen here ({problem}); {RENDER_FIX}")
