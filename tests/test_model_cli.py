@@ -75,3 +75,17 @@ def test_help_mentions_presets(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "quick" in capsys.readouterr().out
+
+
+def test_an_interrupted_fit_says_how_to_resume(stub_data, tmp_path, monkeypatch, capsys):
+    import empo.models
+
+    def interrupted(transitions, task, config, out, **kwargs):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoint.pt").write_bytes(b"epoch 1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(empo.models, "train_dynamics", interrupted)
+    out = tmp_path / "etm"
+    assert main(["train", "--task", "hopper-medium", "--model", "etm", "--preset", "smoke", "--run-dir", str(out)]) == 130
+    assert f"continue with: empo-model train --resume {out}" in capsys.readouterr().err

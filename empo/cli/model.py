@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("paper", "quick", "smoke"),
         default="paper",
-        help="settings: paper (DESIGN.md sections 5-6, a GPU recipe), quick (ETM about 22 min, FTM about 3 min on 1M transitions, 2-core CPU), "
+        help="settings: paper (the published settings, docs/method.md; a GPU recipe), quick (ETM about 22 min, FTM about 3 min on 1M transitions, 2-core CPU), "
         "smoke (seconds; checks the plumbing) (default: paper)",
     )
     train.add_argument(
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval",
         help="transition error of a trained model",
-        description="Transition error in raw units (DESIGN.md section 8): one-step MSE of next state and "
+        description="Transition error in raw units (docs/method.md, \"Transition error\"): one-step MSE of next state and "
         "reward on the model's holdout (in distribution) and on the other built levels of the same env "
         "(out of distribution), and open-loop h-step error along real episodes. Prints a table, writes "
         f"{ERROR_CSV} into the model directory.",
@@ -159,7 +159,14 @@ def run_train(args: argparse.Namespace) -> int:
         f"training {kind} ({preset}) on {task.name}: {len(transitions.qlearning()):,} transitions from "
         f"{transitions.source}, device {device}, out {out}"
     )
-    train_dynamics(transitions, task, config, out, device=device, seed=seed, progress=args.progress, resume=resume, threads=threads)
+    try:
+        train_dynamics(
+            transitions, task, config, out, device=device, seed=seed, progress=args.progress, resume=resume, threads=threads
+        )
+    except KeyboardInterrupt:
+        if (out / "checkpoint.pt").is_file():
+            print(f"interrupted; continue with: empo-model train --resume {out}", file=sys.stderr)
+        raise
     print(f"saved {kind} model to {out}")
     return 0
 
