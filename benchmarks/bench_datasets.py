@@ -22,7 +22,7 @@ from empo.data.build import behaviour_root, build_dataset
 from empo.data.minari_io import is_built
 from empo.utils import device_name, git_commit
 
-# D4RL v2 dataset mean normalised scores as DESIGN.md section 4 gives them (others: not stated there)
+# D4RL v2 dataset mean normalised scores as docs/method.md "Normalised score" gives them (others: not published there)
 D4RL_V2 = {"hopper-medium": 44.0, "halfcheetah-medium": 41.0, "walker2d-medium": 72.0}
 
 

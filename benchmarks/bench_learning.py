@@ -3,7 +3,7 @@
 Runs (or resumes, or just reads) one ``empo-train`` run per algorithm and seed in
 ``--runs-dir/<task>-<algo>-<preset>-s<seed>``, then writes a markdown report: per run the final,
 best and last-10-mean score, epochs, wall time and median epoch time; per algorithm mean +- std
-over seeds (DESIGN.md section 8: final and best differ a lot, so both are given, named).
+over seeds (docs/method.md, "Offline RL score": final and best differ a lot, so both are given, named).
 
     python benchmarks/bench_learning.py --task hopper-medium --preset quick --algos empo mopo \\
         --seeds 0 1 --runs-dir ~/.empo/runs [--summarize-only] [--out FILE] [--threads 1]

@@ -1,7 +1,7 @@
 """SAC checked on its own: empo's SAC trained online on Pendulum-v1.
 
 Pass mark: a deterministic evaluation return above -300 within 20k environment steps.
-Same agent class and settings as the offline loop (DESIGN.md section 7), with the actor-lr cosine
+Same agent class and settings as the offline loop (docs/training.md, "The loop"), with the actor-lr cosine
 decay off (an online run has no fixed length to decay over). One update per environment step
 after 1000 uniform-random steps; 10 evaluation episodes every 2000 steps.
 
@@ -104,7 +104,7 @@ def main() -> None:
             f"- device: cpu ({device_name()}), torch threads {args.threads}, "
             f"torch {torch.__version__}; CPU shared with other jobs",
             f"- command: `python benchmarks/sac_pendulum.py --steps {args.steps} --seed {args.seed} --threads {args.threads}`",
-            "- settings: DESIGN.md section 7 SAC (256x256, actor lr 1e-4 without decay, critic lr 3e-4, alpha lr 1e-4, "
+            "- settings: docs/training.md SAC (256x256, actor lr 1e-4 without decay, critic lr 3e-4, alpha lr 1e-4, "
             "gamma 0.99, tau 0.005, target entropy -1); batch 256, 1 update per step after 1000 random steps",
             "",
             f"**Result: {'PASS' if passed else 'FAIL'}** (pass mark: deterministic return above -300 within "

@@ -1,4 +1,4 @@
-"""The authors' settings (DESIGN.md sections 5 and 7) as options, each validated and wired.
+"""The authors' settings (docs/fidelity.md; settings in docs/models.md and docs/training.md) as options, each validated and wired.
 
 ETM loss reduction (sum over the batch), inference gradient clamp, EMPO's penalty inside the
 critic target with its decay, and the temperature clamp; checked against hand-computed values.

@@ -1,4 +1,4 @@
-"""Soft Actor-Critic, written by hand for EMPO's rollout loop (DESIGN.md section 7).
+"""Soft Actor-Critic, written by hand for EMPO's rollout loop (docs/training.md, "The loop").
 
 Why not a library SAC: the loop calls ``update`` millions of times on batches that already live
 on the device, so this agent must stay on the device with no host synchronisation per step: no
@@ -6,7 +6,7 @@ on the device, so this agent must stay on the device with no host synchronisatio
 tensors; the caller reads them once per epoch or log interval. All randomness comes from the
 agent's own ``torch.Generator`` so that a resumed run draws the same numbers.
 
-Settings (DESIGN.md section 7): actor and twin critics 256 x 256 (ReLU), tanh-Gaussian actor with
+Settings (docs/training.md, "The loop"): actor and twin critics 256 x 256 (ReLU), tanh-Gaussian actor with
 log-std clamped to [-5, 2], actor lr 1e-4 with cosine decay over training, critic lr 3e-4,
 gamma 0.99, tau 0.005, automatic temperature (target entropy -|A|, lr 1e-4).
 """

@@ -24,8 +24,8 @@ file names; any local Minari dataset is read with --minari-id.
 
 BUILD_HELP = """\
 Collect a task's dataset and store it as a Minari dataset.
-  random         uniform actions (1M steps: about 3 min on a 2-core CPU)
-  medium, expert the shipped SAC behaviour policy, stochastic actions (1M steps: about 5 min)
+  random         uniform actions (1M steps: about 2 min on a 2-core CPU, 11-13 min when it is busy)
+  medium, expert the shipped SAC behaviour policy, stochastic actions (1M steps: 1-2 min)
   medium-expert  medium + expert, --size steps each
   medium-replay  the replay buffer of the behaviour-training run up to the medium policy; needs
                  that run (`empo-data train-behaviour ENV-medium`: halfcheetah reached medium
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Writes ENV-medium.pt / ENV-expert.pt (actor weights) and medium_replay.npz into --out. "
             "On a 2-core CPU SAC runs at about 160 steps/s with a core to itself; halfcheetah reached medium after "
             "90k steps (37 min on a shared CPU), hopper after 155k (27 min), walker2d after 335k (2.4 h), "
-            "expert levels hours. A policy in the band over 10 episodes must stay in it over --confirm-episodes. "
+            "expert levels longer (hopper expert after 230k steps, 65 min). A policy in the band over 10 episodes must stay in it over --confirm-episodes. "
             "Interrupted runs resume from their last checkpoint (every 50k steps)."
         ),
     )

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval",
         help="transition error of a trained model",
-        description="Transition error in raw units (docs/method.md, \"Transition error\"): one-step MSE of next state and "
+        description='Transition error in raw units (docs/method.md, "Transition error"): one-step MSE of next state and '
         "reward on the model's holdout (in distribution) and on the other built levels of the same env "
         "(out of distribution), and open-loop h-step error along real episodes. Prints a table, writes "
         f"{ERROR_CSV} into the model directory.",

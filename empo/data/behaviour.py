@@ -1,7 +1,7 @@
 """Behaviour policies for building D4RL-like datasets.
 
 Training uses stable-baselines3's SAC online, stopping on evaluation thresholds as D4RL did
-(DESIGN.md section 4): the first policy whose *stochastic* evaluation return reaches the D4RL
+(docs/method.md, "Levels"): the first policy whose *stochastic* evaluation return reaches the D4RL
 medium band becomes ``medium`` (and the replay buffer up to that moment becomes
 ``medium-replay``); training may go on to an ``expert`` threshold. Only the actor weights are
 kept (a few hundred kB), so datasets can be rebuilt by collecting alone.

@@ -1,4 +1,4 @@
-"""Building D4RL-equivalent datasets locally from gymnasium MuJoCo envs (DESIGN.md section 4).
+"""Building D4RL-equivalent datasets locally from gymnasium MuJoCo envs (docs/method.md, "Datasets").
 
 random: uniform actions. medium / expert: a SAC behaviour policy, actions sampled stochastically.
 medium-expert: medium + expert. medium-replay: the replay buffer of the behaviour-training run up

@@ -1,4 +1,4 @@
-"""Reading real D4RL hdf5 files (h5py) with D4RL's qlearning semantics (DESIGN.md section 4).
+"""Reading real D4RL hdf5 files (h5py) with D4RL's qlearning semantics (docs/method.md, "D4RL files").
 
 The ``d4rl`` package itself is not a dependency: it no longer installs beside gymnasium 1.x.
 """

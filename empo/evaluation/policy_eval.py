@@ -1,4 +1,4 @@
-"""Evaluate a policy in the real gymnasium environment (DESIGN.md section 8).
+"""Evaluate a policy in the real gymnasium environment (docs/method.md, "Offline RL score").
 
 The deterministic policy runs ``episodes`` episodes at once in a vectorised env (one sub-env per
 episode, one batched forward pass per step); the score is the D4RL-normalised mean return.

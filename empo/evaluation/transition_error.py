@@ -1,4 +1,4 @@
-"""Transition error of a dynamics model (DESIGN.md section 8), in raw units.
+"""Transition error of a dynamics model (docs/method.md, "Transition error"), in raw units.
 
 Pure functions over a :class:`~empo.models.DynamicsModel` and :class:`Transitions`:
 one-step MSE of the predicted next state (mean over state dimensions) and of the reward, and

@@ -1,4 +1,4 @@
-"""Replay buffers that live on the device (DESIGN.md sections 2 and 7).
+"""Replay buffers that live on the device (docs/training.md, "The loop").
 
 ``TransitionBuffer`` is a ring buffer of preallocated tensors: adding a batch writes in place
 (wrapping at the end) and sampling draws indices with the buffer's own ``torch.Generator``. The

@@ -1,6 +1,6 @@
 """The training config: a dataclass tree validated strictly (unknown keys are errors naming them).
 
-Resolution order, later wins: dataclass defaults (the published settings of DESIGN.md section 7)
+Resolution order, later wins: dataclass defaults (the published settings, docs/training.md "Configuration")
 <- ``configs/tasks/<task>.yaml`` (horizon and penalty per algorithm) <- ``configs/presets/<preset>.yaml``
 (cost: epochs, rollout batch, model preset) <- command-line overrides (``--set key=value``).
 The resolved config is written into the run directory as ``config.yaml``.

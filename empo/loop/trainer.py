@@ -9,8 +9,6 @@ looks for NaN or inf.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import random
 import time
@@ -31,8 +29,8 @@ from empo.loop.graphed import GraphedSACStep, SACStep, apply_tf32, check_runtime
 from empo.loop.penalty import Penalty
 from empo.loop.rollout import rollout
 from empo.models.dynamics import Dynamics, check_dynamics
+from empo.recorder import RunRecorder
 from empo.threads import ThreadCounter
-from empo.utils import atomic_write, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -146,8 +144,7 @@ class Trainer:
         self.wall_time = 0.0
         self.last_rollout_stats: dict[str, float] = {name: float("nan") for name in ROLLOUT_METRICS}
         self.status = "running"
-        self._writer = None
-        self._purge_step: int | None = None  # set when resuming
+        self.recorder = RunRecorder(self.run_dir, "progress.csv", CSV_COLUMNS, CHECKPOINT)  # CSV, TensorBoard, checkpoint
         # one SAC step (batch, update, metric sums); replayed as a CUDA graph with runtime.cuda_graph
         step_class = GraphedSACStep if config.runtime.cuda_graph else SACStep
         self.sac_step = step_class(
@@ -161,7 +158,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT
+        return self.recorder.checkpoint_path
 
     # ------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -191,17 +188,11 @@ class Trainer:
         return state
 
     def save_checkpoint(self) -> None:
-        state = self.state_dict()
-        atomic_write(self.checkpoint_path, lambda p: torch.save(state, p))
+        self.recorder.save_checkpoint(self.state_dict())
 
     def load_checkpoint(self) -> None:
+        state = self.recorder.load_checkpoint(map_location=self.device)
         path = self.checkpoint_path
-        if not path.is_file():
-            raise EmpoError(f"{self.run_dir}: no {CHECKPOINT} to resume from (the run did not finish an epoch)")
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:
-            raise EmpoError(f"{path}: cannot read the checkpoint: {exc}") from None
         if state.get("version") != CHECKPOINT_VERSION:
             raise EmpoError(f"{path}: checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}")
         self.agent.load_state_dict(state["agent"])
@@ -223,42 +214,11 @@ class Trainer:
         self.scores = [float(s) for s in state["scores"]]
         self.wall_time = float(state["wall_time"])
         self.last_rollout_stats = dict(state["last_rollout_stats"])
-        self._purge_step = self.updates + 1  # TensorBoard's step is the update count
-        self._truncate_progress_csv()
-
-    def _truncate_progress_csv(self) -> None:
-        """Drop CSV rows of epochs after the checkpoint (they will be run again)."""
-        path = self.run_dir / "progress.csv"
-        if not path.is_file():
-            return
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        kept = [row for row in rows if int(row["epoch"]) <= self.epoch]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
-            writer.writeheader()
-            writer.writerows(kept)
+        self.recorder.resume_after(self.epoch, self.updates)  # TensorBoard's step is the update count
 
     # ---------------------------------------------------------------------------------- logging
-    @property
-    def writer(self):
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops events of epochs after the checkpoint when a run is resumed; it is
-            # the checkpoint's epoch + 1, fixed at load time (the writer opens after an epoch ran)
-            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self._purge_step)
-            self._purge_step = None  # purged once; a later writer of this trainer appends
-        return self._writer
-
     def _write_row(self, row: dict[str, Any]) -> None:
-        path = self.run_dir / "progress.csv"
-        new = not path.is_file()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        self.recorder.log_row(row)
 
     def summary(self) -> dict[str, Any]:
         def finite_or_none(x: float) -> float | None:
@@ -283,7 +243,7 @@ class Trainer:
         }
 
     def write_summary(self) -> None:
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(self.summary(), indent=2) + "\n")
+        self.recorder.write_summary(self.summary())
 
     def write_config(self) -> None:
         save_yaml(self.config, self.run_dir / "config.yaml")
@@ -396,7 +356,7 @@ class Trainer:
         summary = self.summary()
         summary["diverged_in_epoch"] = self.epoch + 1
         summary["non_finite"] = bad
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.recorder.write_summary(summary)
         raise EmpoError(
             f"training diverged in epoch {self.epoch + 1}: non-finite {', '.join(bad)}; {kept}. "
             "Try a larger penalty coefficient, a shorter horizon or another seed"
@@ -406,20 +366,14 @@ class Trainer:
         """Every CSV figure but the counters, tagged ``group/name`` without repeating the group
         (``rollout/mean_length``); the step is the number of SAC updates, so runs with different
         epoch lengths line up."""
-        step = row["updates"]
-        writer = self.writer
         groups = {
             "eval": ("eval_return", "eval_return_std", "normalized_score", "normalized_score_std", "eval_length"),
             "sac": UPDATE_METRICS,
             "rollout": tuple(f"rollout_{name}" for name in ROLLOUT_METRICS) + ("model_buffer_size",),
             "time": ("time_rollout", "time_update", "time_eval", "time_epoch", "wall_time"),
         }
-        for group, names in groups.items():
-            for name in names:
-                value = row[name]
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    writer.add_scalar(f"{group}/{name.removeprefix(group + '_')}", value, step)
-        writer.flush()
+        scalars = {f"{group}/{name.removeprefix(group + '_')}": row[name] for group, names in groups.items() for name in names}
+        self.recorder.log_scalars(scalars, step=row["updates"])
 
     # ---------------------------------------------------------------------------------- the run
     def run(self, stop_after_epochs: int | None = None) -> dict[str, Any]:
@@ -448,9 +402,7 @@ class Trainer:
                 bar.update(1)
         finally:
             bar.close()
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+            self.recorder.close()
         if self.epoch >= total:
             self.status = "finished"
             self.write_summary()

@@ -1,4 +1,4 @@
-"""Model configs: every setting of DESIGN.md sections 5 (ETM) and 6 (FTM) as a default.
+"""Model configs: every published ETM and FTM setting as a default (docs/models.md, docs/method.md "FTM").
 
 The dataclass defaults are the ``paper`` preset; ``configs/models/{paper,quick,smoke}.yaml``
 hold the presets (quick and smoke override paper). Unknown keys are errors naming the key.
@@ -21,7 +21,7 @@ KINDS: tuple[str, ...] = ("etm", "ftm")
 
 @dataclass
 class LangevinConfig:
-    """One Langevin sampler setting (DESIGN.md section 5).
+    """One Langevin sampler setting (docs/models.md, "The Langevin sampler and the published ETM settings").
 
     Update per step t: ``y <- clamp(y - clamp(eta_t * (grad_scale * clamp(dE/dy) + noise * eps)))``
     with ``eta_t = (step_size_start - step_size_end) * (1 - t / (steps - 1)) ** step_size_power + step_size_end``,
@@ -77,7 +77,7 @@ def _eval_langevin() -> LangevinConfig:
 
 @dataclass
 class ETMConfig:
-    """Energy-based transition model ensemble (DESIGN.md section 5)."""
+    """Energy-based transition model ensemble (published settings: docs/models.md, docs/method.md "ETM")."""
 
     ensemble_size: int = 5
     hidden_size: int = 200
@@ -105,7 +105,7 @@ class ETMConfig:
 
 @dataclass
 class FTMConfig:
-    """Gaussian forward-model ensemble as used by MOPO (DESIGN.md section 6)."""
+    """Gaussian forward-model ensemble as used by MOPO (docs/method.md, "FTM")."""
 
     ensemble_size: int = 7
     elites: int = 5

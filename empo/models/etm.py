@@ -1,4 +1,4 @@
-"""ETM: an ensemble of energy networks E(norm(s, a), norm(Delta s, r)) -> scalar (DESIGN.md section 5).
+"""ETM: an ensemble of energy networks E(norm(s, a), norm(Delta s, r)) -> scalar (docs/models.md).
 
 Hand-written because it must be fast and batched on the device: all members are one network
 with a leading member dimension, the (s, a) part of the first layer is computed once per input

@@ -1,4 +1,4 @@
-"""FTM: the Gaussian forward-model ensemble used by MOPO (DESIGN.md section 6).
+"""FTM: the Gaussian forward-model ensemble used by MOPO (docs/method.md, "FTM").
 
 Hand-written because it must be fast and batched on the device: all members (7 by default) are
 one network with a leading member dimension, trained together (each on its own bootstrap

@@ -19,7 +19,7 @@ EnergyFn = Callable[[Tensor], Tensor]
 
 
 def step_sizes(config: LangevinConfig) -> list[float]:
-    """Polynomial step-size schedule from start to end with ``step_size_power`` (DESIGN.md section 5).
+    """Polynomial step-size schedule from start to end with ``step_size_power`` (docs/models.md, Langevin).
 
     With ``step_size_reaches_end`` (the authors' schedule) the fraction is t / (steps - 1), so the
     last step uses ``step_size_end`` exactly; a single step uses ``step_size_start``.

@@ -1,8 +1,8 @@
 """Termination rules for model rollouts: batched torch functions next_obs [B, obs_dim] -> done [B] bool.
 
-Each rule mirrors the gymnasium v5 env's own ``terminated`` signal (DESIGN.md section 7) and is
-tested against the real env in tests/test_termination.py. The observation excludes the x
-position, so ``obs[0]`` is the height (qpos[1]) and ``obs[1]`` the torso angle (qpos[2]).
+Each rule mirrors the gymnasium v5 env's own ``terminated`` signal (docs/method.md, "Termination
+rules") and is tested against the real env in tests/test_termination.py. The observation excludes
+the x position, so ``obs[0]`` is the height (qpos[1]) and ``obs[1]`` the torso angle (qpos[2]).
 
 Hopper-v5 checks ``state_vector()[2:]`` = qpos[2:] and the *unclipped* qvel in (-100, 100),
 while the observation holds qvel clipped to [-10, 10]. So on an observation the velocity part of

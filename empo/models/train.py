@@ -7,7 +7,6 @@ the device as tensors; losses are summed on the device and read once per epoch.
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,8 @@ from empo.models.config import ModelConfig
 from empo.models.dynamics import DynamicsModel
 from empo.models.fitting import DeviceTimer
 from empo.models.registry import build_model, get_model_kind
+from empo.recorder import RunRecorder
 from empo.threads import ThreadCounter
-from empo.utils import atomic_write
 
 if TYPE_CHECKING:
     from empo.data.tasks import Task
@@ -78,17 +77,17 @@ def train_dynamics(
     continues from out_dir/checkpoint.pt (its config and seed win over the arguments). ``threads``
     re-counts the free CPU cores before every epoch (empo/threads.py).
     """
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     device = torch.device(device)
-    checkpoint_path = out_dir / CHECKPOINT
+    recorder = RunRecorder(out_dir, LOG_CSV, LOG_FIELDS, CHECKPOINT)
+    checkpoint_path = recorder.checkpoint_path
     checkpoint: dict[str, Any] | None = None
     if resume:
         if not checkpoint_path.is_file():
             raise EmpoError(f"--resume {out_dir}: no {CHECKPOINT} there to continue from")
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        checkpoint = recorder.load_checkpoint(weights_only=True)
         config = from_dict(ModelConfig, checkpoint["config"], where=f"{checkpoint_path}: config")
         seed = int(checkpoint["seed"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,13 +124,12 @@ def train_dynamics(
         start_epoch = int(checkpoint["epoch"])
     save_yaml(config, out_dir / CONFIG_YAML)
 
-    # TensorBoard's step is the number of model updates; on resume, events after the checkpoint are purged
+    # TensorBoard's step is the number of model updates; on resume, what was logged after the checkpoint goes
     updates_per_epoch = trainer.steps_per_epoch()
-    writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_epoch * updates_per_epoch + 1 if start_epoch else None)
-    log_path = out_dir / LOG_CSV
-    if not resume or not log_path.is_file():
-        with log_path.open("w", newline="") as fh:
-            csv.writer(fh).writerow(LOG_FIELDS)
+    if checkpoint is not None:
+        recorder.resume_after(start_epoch, start_epoch * updates_per_epoch)
+    elif recorder.csv_path.is_file():
+        recorder.csv_path.unlink()  # a new fit in this folder starts a new log
     timer = DeviceTimer(device)
     epoch = start_epoch
     try:
@@ -154,11 +152,8 @@ def train_dynamics(
                 "sampler_s": timer.total(),
                 "epoch_s": time.perf_counter() - started,
             }
-            for key, value in row.items():
-                if key != "epoch":
-                    writer.add_scalar(f"model/{key}", value, epoch * updates_per_epoch)
-            with log_path.open("a", newline="") as fh:
-                csv.writer(fh).writerow([row[k] for k in LOG_FIELDS])
+            recorder.log_scalars({f"model/{key}": value for key, value in row.items() if key != "epoch"}, epoch * updates_per_epoch)
+            recorder.log_row({key: row[key] for key in LOG_FIELDS})
             if progress:
                 tqdm.write(
                     f"{config.kind} epoch {epoch}: loss {row['loss']:.4f}  holdout next-state MSE "
@@ -173,9 +168,9 @@ def train_dynamics(
                 "trainer": trainer.state_dict(),
                 "generator": generator.get_state(),
             }
-            atomic_write(checkpoint_path, lambda p, obj=snapshot: torch.save(obj, p))
+            recorder.save_checkpoint(snapshot)
     finally:
-        writer.close()
+        recorder.close()
     trainer.finish()
     model.eval()
     model.save(out_dir)
