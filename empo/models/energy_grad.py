@@ -20,13 +20,11 @@ taken as 0, as autograd does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # no runtime import: the sampler may import this module while etm imports the sampler
-    from empo.models.etm import EnergyEnsemble
+from empo.models.energy_net import EnergyEnsemble
 
 EnergyGradFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
