@@ -289,3 +289,23 @@ def test_a_policy_in_band_over_few_episodes_must_hold_over_more(tmp_path, monkey
     )
     medium = state["reached"]["medium"]
     assert (medium["confirmed_return"], medium["confirm_episodes"]) == (120.0, 7)
+
+
+def test_suite_snapshots_keep_the_actor_with_its_evaluation(tmp_path, monkeypatch):
+    """--suite-every keeps the actor at each multiple, loadable, with the return it was evaluated at."""
+    import empo.data.behaviour as behaviour
+    from empo.data.tasks import ENVS
+
+    returns = iter([11.0, 22.0, 33.0, 44.0])
+    monkeypatch.setattr(behaviour, "evaluate_actor", lambda actor, gym_id, episodes, seed, deterministic=False: (next(returns), 1.0))
+    out = tmp_path / "hopper"
+    behaviour.train_behaviour(
+        "hopper", out, until="medium", max_steps=400, eval_every=100, eval_episodes=2, learning_starts=50,
+        bands={"medium": (1e8, None)}, suite_every=200, progress=False, log=lambda m: None,
+    )
+    suite = sorted((out / "suite").iterdir())
+    assert [p.name for p in suite] == ["hopper-step0000200.pt", "hopper-step0000400.pt"]
+    policy = behaviour.load_policy(suite[1], ENVS["hopper"])
+    assert policy.meta["train_steps"] == 400 and policy.meta["stochastic_return"] == 44.0
+    with pytest.raises(EmpoError, match="multiple of --eval-every"):
+        behaviour.train_behaviour("hopper", tmp_path / "x", eval_every=100, suite_every=150, progress=False)

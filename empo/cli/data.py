@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a policy whose 10-episode evaluation lands in a level's band is accepted only if its "
         "return over this many episodes is in the band too (default: 50)",
     )
+    train.add_argument(
+        "--suite-every",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also keep the actor every STEPS env steps (a multiple of --eval-every) in OUT/suite/ with its "
+        "evaluation: a suite of policies of graded quality for off-policy evaluation (default: 0, none)",
+    )
     add_threads_argument(train)
     train.add_argument(
         "--install",
@@ -146,7 +154,7 @@ def cmd_train_behaviour(args: argparse.Namespace) -> int:
     started = time.time()
     threads = start_threads(args.threads)
     state = train_behaviour(task.env.name, out, until=until, seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every,
-                            confirm_episodes=args.confirm_episodes, threads=threads)
+                            confirm_episodes=args.confirm_episodes, threads=threads, suite_every=args.suite_every)
     for level, meta in state["reached"].items():
         print(f"{task.env.name}-{level}: step {meta['train_steps']}, stochastic return {meta['stochastic_return']:.1f}")
     if args.install:

@@ -188,6 +188,7 @@ def train_behaviour(
     progress: bool = True,
     log: Any = print,
     threads: Any = None,
+    suite_every: int = 0,
 ) -> dict[str, Any]:
     """Train SAC on ``env_name`` until the ``until`` level ("medium" or "expert") is reached.
 
@@ -198,7 +199,9 @@ def train_behaviour(
     10 episodes of a policy that falls now and then are too noisy (walker2d passed at 2862 +- 936
     over 10 episodes and its 1M-step dataset averaged 2164).
     Writes into ``out_dir``: ``<env>-medium.pt`` (and ``<env>-expert.pt``), ``medium_replay.npz``
-    (the replay buffer when medium was reached), ``state.json`` and a resumable checkpoint.
+    (the replay buffer when medium was reached), ``state.json`` and a resumable checkpoint. With
+    ``suite_every`` (a multiple of ``eval_every``) the actor is also kept every that many steps in
+    ``suite/`` with its evaluation: policies of graded quality for off-policy evaluation.
     """
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
@@ -207,6 +210,8 @@ def train_behaviour(
 
     if env_name not in ENVS:
         raise EmpoError(f"unknown env '{env_name}'; valid: {', '.join(ENVS)}")
+    if suite_every < 0 or (suite_every and suite_every % eval_every):
+        raise EmpoError(f"--suite-every must be a multiple of --eval-every ({eval_every}), got {suite_every}")
     if until not in ("medium", "expert"):
         raise EmpoError(f"--until must be 'medium' or 'expert', got '{until}'")
     spec = ENVS[env_name]
@@ -292,6 +297,13 @@ def train_behaviour(
             state["evaluations"].append({"step": steps, "stochastic_return": mean, "std": std})
             if self.bar is not None:
                 self.bar.set_postfix(eval=f"{mean:.0f}")
+            if suite_every and steps % suite_every == 0:
+                save_policy(
+                    out_dir / "suite" / f"{env_name}-step{steps:07d}.pt",
+                    _actor_state(model),
+                    {"env": env_name, "gym_id": spec.gym_id, "level": "suite", "train_steps": steps,
+                     "stochastic_return": mean, "stochastic_return_std": std, "seed": state["seed"]},
+                )
             if mean > state.get("best_return", -np.inf):
                 # kept so that a run cut short still leaves its best policy behind
                 state["best_return"] = mean
@@ -356,7 +368,8 @@ def train_behaviour(
 
     callback = Thresholds()
     try:
-        with torch_threads(1):
+        # one thread unless a ThreadCounter re-counts the free cores at every evaluation (empo/threads.py)
+        with torch_threads(threads.update() if threads is not None else 1):
             model.learn(total_timesteps=max_steps - model.num_timesteps, callback=callback, reset_num_timesteps=False)
     finally:
         if callback.bar is not None:
