@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from empo.data.transitions import Transitions
     from empo.loop.config import TrainConfig
     from empo.models.config import ModelConfig
-    from empo.models.dynamics import Dynamics
+    from empo.models.dynamics import Dynamics, DynamicsModel
     from empo.threads import ThreadCounter
 
 Log = Callable[[str], Any]
@@ -133,7 +133,7 @@ def prepare_model(
     threads: ThreadCounter | None = None,
 ) -> tuple[Dynamics, Path | None]:
     """(model, its folder): the model in ``model_dir``, the cached one, or a new fit (then cached)."""
-    from empo.models import load_dynamics, train_dynamics
+    from empo.models import load_dynamics
 
     kind = config.algorithm.model_kind
     model_config = model_config_for(config)
@@ -150,15 +150,32 @@ def prepare_model(
         if model.kind != kind:
             raise EmpoError(f"--model-dir {model_dir} holds a {model.kind} model, but {config.algo} needs a {kind} model")
         return model, model_dir
-    cache = model_cache_dir(task.name, model_config, transitions, config.seed)
+    return cached_model(model_config, task, transitions, config.seed, device, progress, log, threads)
+
+
+def cached_model(
+    model_config: ModelConfig,
+    task: Task,
+    transitions: Transitions,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+    log: Log = print,
+    threads: ThreadCounter | None = None,
+) -> tuple[DynamicsModel, Path]:
+    """The model of these settings, data and seed from the cache (``$EMPO_HOME/models``), fit first
+    when the cache has none (an interrupted fit continues from its checkpoint)."""
+    from empo.models import load_dynamics, train_dynamics
+
+    kind = model_config.kind
+    cache = model_cache_dir(task.name, model_config, transitions, seed)
     if (cache / "model.json").is_file() and (cache / "model.pt").is_file():
         log(f"using the cached {kind} model in {cache}")
         return load_dynamics(cache, task, device=device), cache
     resume_fit = (cache / "checkpoint.pt").is_file()
-    log(f"{'continuing' if resume_fit else 'training'} the {kind} model ({config.model.preset} preset) in {cache}")
+    log(f"{'continuing' if resume_fit else 'training'} the {kind} model ({model_config.preset} preset) in {cache}")
     model = train_dynamics(
-        transitions, task, model_config, cache, device=device, seed=config.seed, progress=progress, resume=resume_fit,
-        threads=threads,
+        transitions, task, model_config, cache, device=device, seed=seed, progress=progress, resume=resume_fit, threads=threads
     )
     return model.to(device), cache
 

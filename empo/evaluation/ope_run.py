@@ -1,0 +1,205 @@
+"""One OPE study: load the suite, compute true values, run each estimator, write the results.
+
+``run_ope(config, out_dir)`` is what ``empo-ope`` runs (empo/cli/ope.py only parses arguments).
+The folder gets ``values.csv`` (policy, source, true value and its standard error, each estimate),
+``metrics.json`` (per estimator: metrics, bootstrap intervals, seconds, seconds per policy),
+``report.md`` and ``scatter.png`` (true vs estimated, one panel per estimator).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from empo.errors import EmpoError
+from empo.evaluation.ope import FQE, GAMMA, ModelEstimator, bootstrap_intervals, load_policies, ope_metrics, true_values
+from empo.utils import git_commit
+
+ESTIMATORS = ("etm", "ftm", "fqe")
+
+
+@dataclass
+class OPEConfig:
+    task: str
+    policies: list[str]
+    estimators: list[str] = field(default_factory=lambda: list(ESTIMATORS))
+    preset: str = "quick"
+    model_dirs: dict[str, Path] = field(default_factory=dict)
+    sample: bool = False
+    episodes: int = 10
+    starts: int = 10
+    horizon: int = 1000
+    fqe_steps: int = 20_000
+    seed: int = 0
+    gamma: float = GAMMA
+
+    def check(self) -> None:
+        """Every value checked before slow work, each error naming the value."""
+        from empo.data.tasks import get_task
+        from empo.models.config import PRESETS
+
+        get_task(self.task)
+        unknown = [e for e in self.estimators if e not in ESTIMATORS]
+        if unknown:
+            raise EmpoError(f"unknown estimator {unknown[0]!r}; valid: {', '.join(ESTIMATORS)}")
+        if self.preset not in PRESETS:
+            raise EmpoError(f"unknown model preset {self.preset!r}; valid: {', '.join(PRESETS)}")
+        for name in ("episodes", "starts", "horizon", "fqe_steps"):
+            if getattr(self, name) < 1:
+                raise EmpoError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.gamma <= 1:
+            raise EmpoError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not self.policies:
+            raise EmpoError("give at least two policies (--policies)")
+
+
+@dataclass
+class OPEResult:
+    names: list[str]
+    sources: list[str]
+    true: np.ndarray
+    true_stderr: np.ndarray
+    estimates: dict[str, np.ndarray]
+    metrics: dict[str, dict[str, Any]]
+
+    def table(self) -> str:
+        keys = ["abs_error", "spearman", "pearson", "regret@1"] + (["regret@5"] if len(self.names) >= 5 else [])
+        lines = [f"{'estimator':12s} " + " ".join(f"{k:>10s}" for k in keys) + f" {'s/policy':>9s}"]
+        for name, m in self.metrics.items():
+            lines.append(
+                f"{name:12s} " + " ".join(f"{m['metrics'].get(k, float('nan')):10.3f}" for k in keys) + f" {m['seconds_per_policy']:9.1f}"
+            )
+        return "\n".join(lines)
+
+
+def run_ope(
+    config: OPEConfig, out_dir: str | Path, device: str | torch.device = "auto", progress: bool = True, threads: Any = None, log=print
+) -> OPEResult:
+    from empo.data.tasks import get_task
+    from empo.models import load_dynamics, load_model_config
+    from empo.pipeline import cached_model, prepare_dataset, resolve_device
+
+    config.check()
+    task = get_task(config.task)
+    device = resolve_device(device)
+    policies = load_policies(config.policies, task)
+    if len(policies) < 2:
+        raise EmpoError(f"OPE compares policies: --policies gave {len(policies)}, need at least 2")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"{len(policies)} policies: {', '.join(p.name for p in policies)}")
+    dataset = prepare_dataset(task.name, log=log)
+
+    started = time.perf_counter()
+    true, true_err = true_values(policies, task, config.episodes, config.gamma, config.seed, progress=progress)
+    timings = {"true_values_s": time.perf_counter() - started}
+
+    estimates: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    for kind in config.estimators:
+        if kind == "fqe":
+            estimators = [FQE(dataset, task, steps=config.fqe_steps, gamma=config.gamma, seed=config.seed, device=device, progress=progress)]
+        else:
+            if kind in config.model_dirs:
+                model = load_dynamics(config.model_dirs[kind], task, device=device)
+                if model.kind != kind:
+                    raise EmpoError(f"--model-dir {kind}={config.model_dirs[kind]} holds a {model.kind} model")
+            else:
+                model, _ = cached_model(load_model_config(kind, config.preset), task, dataset, config.seed, device, progress, log, threads)
+            modes = ("predict", "sample") if config.sample else ("predict",)
+            estimators = [
+                ModelEstimator(model, task, dataset, starts=config.starts, horizon=config.horizon, gamma=config.gamma,
+                               mode=mode, seed=config.seed, progress=progress, name=kind if mode == "predict" else f"{kind}-sample")
+                for mode in modes
+            ]
+        for estimator in estimators:
+            t0 = time.perf_counter()
+            estimates[estimator.name] = np.asarray(estimator.estimate(policies), dtype=np.float64)
+            seconds[estimator.name] = time.perf_counter() - t0
+            log(f"{estimator.name}: {seconds[estimator.name]:.0f} s")
+
+    metrics = {
+        name: {
+            "metrics": ope_metrics(true, values),
+            "intervals_95": bootstrap_intervals(true, values, seed=config.seed),
+            "seconds": seconds[name],
+            "seconds_per_policy": seconds[name] / len(policies),
+        }
+        for name, values in estimates.items()
+    }
+    result = OPEResult([p.name for p in policies], [p.source for p in policies], true, true_err, estimates, metrics)
+    _write(result, config, out_dir, device, timings)
+    return result
+
+
+def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.device, timings: dict[str, float]) -> None:
+    with (out_dir / "values.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "source", "true_value", "true_stderr", *result.estimates])
+        for i, name in enumerate(result.names):
+            writer.writerow([name, result.sources[i], result.true[i], result.true_stderr[i], *(v[i] for v in result.estimates.values())])
+    meta = {
+        "config": {**asdict(config), "model_dirs": {k: str(v) for k, v in config.model_dirs.items()}},
+        "device": str(device),
+        "git_commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        **timings,
+        "estimators": result.metrics,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _scatter(result, out_dir / "scatter.png", config.task)
+    lines = [
+        f"# Off-policy evaluation on {config.task}",
+        "",
+        f"- date {meta['date']}, commit {meta['git_commit']}, device {device}",
+        f"- {len(result.names)} policies; true value: mean discounted return (gamma {config.gamma}) of {config.episodes} real "
+        f"episodes; model rollouts from {config.starts} dataset initial states, horizon {config.horizon}; FQE {config.fqe_steps} updates",
+        "",
+        "| estimator | abs error | Spearman | Pearson | regret@1 | s/policy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in result.metrics.items():
+        ci = m["intervals_95"]
+
+        def cell(key: str, m: dict[str, Any] = m, ci: dict[str, Any] = ci) -> str:
+            value = m["metrics"].get(key, float("nan"))
+            return f"{value:.3f}" + (f" [{ci[key][0]:.2f}, {ci[key][1]:.2f}]" if key in ci else "")
+
+        lines.append(f"| {name} | {cell('abs_error')} | {cell('spearman')} | {cell('pearson')} | {cell('regret@1')} | {m['seconds_per_policy']:.1f} |")
+    lines += ["", "| policy | true value | " + " | ".join(result.estimates) + " |", "|---|---|" + "---|" * len(result.estimates)]
+    for i, name in enumerate(result.names):
+        lines.append(
+            f"| {name} | {result.true[i]:.1f} +- {result.true_stderr[i]:.1f} | "
+            + " | ".join(f"{v[i]:.1f}" for v in result.estimates.values())
+            + " |"
+        )
+    lines += ["", "![true vs estimated](scatter.png)", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def _scatter(result: OPEResult, path: Path, task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = max(1, len(result.estimates))
+    fig, axes = plt.subplots(1, count, figsize=(4 * count, 4), squeeze=False)
+    for ax, (name, values) in zip(axes[0], result.estimates.items(), strict=False):
+        ax.scatter(result.true, values)
+        low, high = min(result.true.min(), values.min()), max(result.true.max(), values.max())
+        ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
+        ax.set_title(f"{name}: Spearman {result.metrics[name]['metrics']['spearman']:.2f}")
+        ax.set_xlabel("true value")
+        ax.set_ylabel("estimate")
+    fig.suptitle(f"OPE on {task}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

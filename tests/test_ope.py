@@ -1,0 +1,138 @@
+"""Off-policy evaluation: metrics on hand-computed cases, FQE on closed-form values, the model-based
+estimator with the simulator as the model, policy formats, and empo-ope end to end."""
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from empo import pipeline
+from empo.data.tasks import get_task
+from empo.data.transitions import Transitions
+from empo.errors import EmpoError
+from empo.evaluation.ope import (
+    FQE,
+    ModelEstimator,
+    OPEPolicy,
+    load_policies,
+    normalised_abs_error,
+    ope_metrics,
+    pearson,
+    rank,
+    regret_at,
+    spearman,
+    true_values,
+)
+from tests.test_loop_support import synthetic_transitions
+
+HOPPER = get_task("hopper-medium")
+POLICIES = Path(__file__).resolve().parents[1] / "empo" / "data" / "policies"
+
+
+def test_metrics_on_hand_computed_cases():
+    true = np.array([0.0, 10.0, 20.0, 30.0])
+    assert spearman(true, [1.0, 2.0, 3.0, 4.0]) == pytest.approx(1.0)
+    assert spearman(true, [4.0, 3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    # one swap among 4: 1 - 6 * 2 / (4 * 15) = 0.8
+    assert spearman(true, [1.0, 3.0, 2.0, 4.0]) == pytest.approx(0.8)
+    assert list(rank([5.0, 1.0, 5.0, 3.0])) == [3.5, 1.0, 3.5, 2.0]
+    assert pearson([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]) == pytest.approx(0.9933992677987828)
+    # the estimate ranks policy 2 (true 20) first: regret (30 - 20) / 30
+    assert regret_at(1, true, [0.0, 1.0, 9.0, 5.0]) == pytest.approx(1 / 3)
+    assert regret_at(2, true, [0.0, 1.0, 9.0, 5.0]) == 0.0
+    assert normalised_abs_error(true, true + 3.0) == pytest.approx(0.1)
+    metrics = ope_metrics(true, true)
+    assert metrics["spearman"] == pytest.approx(1.0) and metrics["regret@1"] == 0.0 and "regret@5" not in metrics
+
+
+def constant_policy(value: float) -> OPEPolicy:
+    return OPEPolicy(f"const{value}", lambda obs: torch.full((obs.shape[0], HOPPER.act_dim), value), "test")
+
+
+def mdp_data(n: int, reward_from_action: bool, terminal: bool, seed: int = 0) -> Transitions:
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, HOPPER.obs_dim)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(n, HOPPER.act_dim)).astype(np.float32)
+    rewards = act[:, 0] if reward_from_action else np.ones(n, np.float32)
+    return Transitions(
+        observations=obs, actions=act, rewards=rewards, next_observations=rng.normal(size=obs.shape).astype(np.float32),
+        terminals=np.full(n, float(terminal)), timeouts=np.zeros(n), episode_starts=np.arange(0, n, 10),
+    )
+
+
+def test_fqe_finds_closed_form_values():
+    # every step terminal and r = a[0]: Q(s, a) = a[0], so a constant policy is worth its constant
+    data = mdp_data(2000, reward_from_action=True, terminal=True)
+    fqe = FQE(data, HOPPER, steps=1500, batch_size=128, hidden=(64, 64), lr=1e-3, gamma=0.9, seed=0)
+    values = fqe.estimate([constant_policy(0.5), constant_policy(-0.25)])
+    assert values == pytest.approx([0.5, -0.25], abs=0.06)
+    # r = 1 forever: Q = 1 / (1 - gamma) = 10 for any policy (bootstrapping through the target net)
+    data = mdp_data(2000, reward_from_action=False, terminal=False)
+    fqe = FQE(data, HOPPER, steps=3000, batch_size=128, hidden=(64, 64), lr=1e-3, tau=0.05, gamma=0.9, seed=0)
+    assert fqe.estimate([constant_policy(0.0)])[0] == pytest.approx(10.0, rel=0.05)
+
+
+def test_model_estimator_with_the_simulator_as_the_model_gives_the_true_values():
+    from empo.envs.simulator import SimulatorDynamics
+
+    env = gym.make(HOPPER.gym_id)
+    starts = np.stack([env.reset(seed=s)[0] for s in range(4)]).astype(np.float32)
+    env.close()
+    # a dataset whose episodes start where the env's episodes 0..3 start; its next states and
+    # rewards span a range wide enough that the estimator's clipping never acts
+    data = Transitions(
+        observations=starts, actions=np.zeros((4, 3)), rewards=np.array([-10.0, 10.0, 0.0, 0.0]),
+        next_observations=np.concatenate([starts[:2] - 10, starts[2:] + 10]), terminals=np.zeros(4),
+        timeouts=np.zeros(4), episode_starts=np.arange(4),
+    )
+    policies = [constant_policy(0.0), OPEPolicy("lean", lambda obs: torch.tensor([[0.3, -0.2, 0.1]]).repeat(obs.shape[0], 1), "test")]
+    true, _ = true_values(policies, HOPPER, episodes=4, gamma=0.99, max_steps=30)
+    estimator = ModelEstimator(SimulatorDynamics(HOPPER), HOPPER, data, starts=4, horizon=30, gamma=0.99)
+    assert estimator.estimate(policies) == pytest.approx(true, rel=0.02)
+
+
+def test_policy_formats_load_and_a_wrong_size_is_one_error(tmp_path):
+    from stable_baselines3 import SAC
+
+    model = SAC("MlpPolicy", gym.make(HOPPER.gym_id), policy_kwargs={"net_arch": [16, 16]}, seed=0, device="cpu")
+    model.save(tmp_path / "sb3.zip")
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "m.pt").write_bytes((POLICIES / "hopper-medium.pt").read_bytes())
+    (suite / "e.pt").write_bytes((POLICIES / "hopper-expert.pt").read_bytes())
+    policies = load_policies(["random", str(POLICIES / "hopper-medium.pt"), str(tmp_path / "sb3.zip"), str(suite)], HOPPER)
+    assert [p.name for p in policies] == ["random", "hopper-medium", "sb3", "e", "m"]
+    obs = torch.zeros(5, HOPPER.obs_dim)
+    for policy in policies:
+        act = policy.act(obs)
+        assert act.shape == (5, 3) and bool((act.abs() <= 1).all())
+    assert policies[1].meta["level"] == "medium"
+    with pytest.raises(EmpoError, match=r"halfcheetah-medium.pt: a policy for observations of size 17 and 6 actions \(halfcheetah\); hopper-medium has 11 and 3"):
+        load_policies([str(POLICIES / "halfcheetah-medium.pt")], HOPPER)
+    with pytest.raises(EmpoError, match="no such policy file or folder"):
+        load_policies([str(tmp_path / "missing.pt")], HOPPER)
+
+
+def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
+    from empo.cli.ope import main
+
+    monkeypatch.setattr(pipeline, "prepare_dataset", lambda *args, **kwargs: synthetic_transitions(n=600))
+    out = tmp_path / "ope"
+    argv = ["--task", "hopper-medium", "--policies", "random", str(POLICIES / "hopper-medium.pt"), str(POLICIES / "hopper-expert.pt"),
+            "--preset", "smoke", "--episodes", "2", "--starts", "3", "--horizon", "20", "--fqe-steps", "200", "--sample",
+            "--out", str(out), "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    for name in ("values.csv", "metrics.json", "report.md", "scatter.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["estimators"]) == {"etm", "etm-sample", "ftm", "ftm-sample", "fqe"}
+    for entry in metrics["estimators"].values():
+        assert set(entry["metrics"]) >= {"abs_error", "spearman", "pearson", "regret@1"}
+    rows = (out / "values.csv").read_text().splitlines()
+    assert rows[0].startswith("policy,source,true_value,true_stderr,etm") and len(rows) == 4
+    assert "spearman" in capsys.readouterr().out
+    assert main(["--task", "hopper-medium", "--policies", "random", "--out", str(tmp_path / "x")]) == 2  # one policy
+    assert main(["--task", "hopper-medium", "--policies", "random", "random", "--horizon", "0"]) == 2
