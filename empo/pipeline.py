@@ -17,11 +17,12 @@ loop in a run folder (docs/training.md). ``empo.runs.load_run`` reads a run fold
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,15 +170,38 @@ def cached_model(
 
     kind = model_config.kind
     cache = model_cache_dir(task.name, model_config, transitions, seed)
-    if (cache / "model.json").is_file() and (cache / "model.pt").is_file():
-        log(f"using the cached {kind} model in {cache}")
-        return load_dynamics(cache, task, device=device), cache
-    resume_fit = (cache / "checkpoint.pt").is_file()
-    log(f"{'continuing' if resume_fit else 'training'} the {kind} model ({model_config.preset} preset) in {cache}")
-    model = train_dynamics(
-        transitions, task, model_config, cache, device=device, seed=seed, progress=progress, resume=resume_fit, threads=threads
-    )
+    with _cache_lock(cache, log):  # two processes (a sweep's workers) never fit or write the same model
+        if (cache / "model.json").is_file() and (cache / "model.pt").is_file():
+            log(f"using the cached {kind} model in {cache}")
+            return load_dynamics(cache, task, device=device), cache
+        resume_fit = (cache / "checkpoint.pt").is_file()
+        log(f"{'continuing' if resume_fit else 'training'} the {kind} model ({model_config.preset} preset) in {cache}")
+        model = train_dynamics(
+            transitions, task, model_config, cache, device=device, seed=seed, progress=progress, resume=resume_fit, threads=threads
+        )
     return model.to(device), cache
+
+
+@contextlib.contextmanager
+def _cache_lock(cache: Path, log: Log) -> Iterator[None]:
+    """An exclusive lock on one cache entry (``<entry>.lock`` beside it), held while it is checked and
+    filled; a second process waits, then finds the model there. Without fcntl (Windows): no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.with_name(cache.name + ".lock"), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another process that is fitting {cache.name}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------- agent run

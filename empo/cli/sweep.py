@@ -1,0 +1,86 @@
+"""``empo-sweep``: a grid of training runs on a process pool or a Ray cluster, restartable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from empo.cli.common import cli_entry
+from empo.errors import EmpoError
+
+DESCRIPTION = """\
+Run a grid of empo-train runs (tasks x algorithms x seeds x presets), each an ordinary run folder
+under one sweep folder, indexed in sweep.json (config, status, scores, wall time, error). Give the
+grid as a YAML spec (keys: tasks, algos, seeds, presets, overrides, engine, workers,
+threads_per_run, gpus_per_run, ray_address, device) or with the flags below.
+
+Running the same sweep again skips finished runs and resumes interrupted ones from their last
+checkpoint; a failing run is recorded with its error and the others go on; Ctrl-C stops and loses
+at most the current epoch of each run. Runs that need the same transition model fit it once (a
+lock in the model cache). Each run's output goes to its folder's log.txt. Report with empo-report.
+"""
+
+EPILOG = """\
+examples:
+  empo-sweep --tasks hopper-medium walker2d-medium --algos empo mopo --seeds 0 1 2 --presets quick --workers 2
+  empo-sweep sweep.yaml --out runs/sweep-quick
+  empo-sweep --tasks hopper-medium --seeds 0 1 --engine ray --ray-address auto    # an existing Ray cluster
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="empo-sweep", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", nargs="?", type=Path, help="a sweep spec (YAML); flags given too override its keys")
+    parser.add_argument("--tasks", nargs="+")
+    parser.add_argument("--algos", nargs="+", help="default: empo mopo")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0")
+    parser.add_argument("--presets", nargs="+", help="default: quick")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run (repeatable)")
+    parser.add_argument("--engine", choices=("local", "ray"), help="local (a process pool, default) or ray")
+    parser.add_argument("--workers", type=int, help="runs at once (default 1)")
+    parser.add_argument("--threads-per-run", type=int, help="torch CPU threads of each run (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, help="GPUs each Ray task declares (default 0)")
+    parser.add_argument("--ray-address", help="join this Ray cluster (default: start a local Ray instance)")
+    parser.add_argument("--device", help="torch device of every run (default cpu)")
+    parser.add_argument("--out", type=Path, help="the sweep folder (default runs/sweep-<time>; give the same one to continue)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from empo.config import load_yaml, merge
+    from empo.models.config import parse_overrides
+    from empo.sweep import SPEC_YAML, SweepSpec, run_sweep
+
+    data: dict = {}
+    if args.spec is not None:
+        data = load_yaml(args.spec)
+        if not isinstance(data, dict):
+            raise EmpoError(f"{args.spec}: expected a mapping of sweep keys")
+    elif args.out is not None and (args.out / SPEC_YAML).is_file() and not args.tasks:
+        data = load_yaml(args.out / SPEC_YAML)  # continue a sweep from its folder alone
+    flags = {"tasks": args.tasks, "algos": args.algos, "seeds": args.seeds, "presets": args.presets, "engine": args.engine,
+             "workers": args.workers, "threads_per_run": args.threads_per_run, "gpus_per_run": args.gpus_per_run,
+             "ray_address": args.ray_address, "device": args.device}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.set:
+        data["overrides"] = merge(data.get("overrides") or {}, parse_overrides(args.set))
+    if not data.get("tasks"):
+        raise EmpoError("give the tasks (--tasks hopper-medium ... or a spec file with 'tasks')")
+    from empo.config import from_dict
+
+    spec = from_dict(SweepSpec, data, where=str(args.spec or "sweep flags"))
+    out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    index = run_sweep(spec, out, progress=not args.no_progress)
+    failed = [r["run_id"] for r in index["runs"] if r["status"] in ("failed", "interrupted")]
+    print(f"{out}: {len(index['runs']) - len(failed)} of {len(index['runs'])} runs done" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

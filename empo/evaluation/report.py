@@ -1,0 +1,248 @@
+"""Reports over runs: per task and algorithm, across tasks, and learning curves (``empo-report``).
+
+Per (task, algorithm, preset): the final score, the mean of the last 10 evaluations and the best
+epoch (normalised scores; "final" is the last epoch's evaluation), each as mean +- std over seeds
+with a bootstrap 95% interval of the mean, the number of seeds and the wall time. Across tasks,
+per algorithm: the interquartile mean (IQM) and the optimality gap of the final scores (divided by
+100) with stratified bootstrap intervals (seeds resampled within each task), the estimators of
+rliable (Agarwal et al., 2021; docs/method.md "Offline RL score"). Learning curves: one PNG per
+task, normalised score against SAC updates, mean over seeds and a bootstrap band, a line per
+algorithm. Each run says which dataset it used (run.json).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from empo.errors import EmpoError
+from empo.utils import git_commit
+
+SCORES = ("final_normalized_score", "last10_mean_normalized_score", "best_normalized_score")
+
+
+@dataclass
+class RunRecord:
+    run_dir: Path
+    task: str
+    algo: str
+    preset: str
+    seed: int
+    status: str
+    summary: dict[str, Any]
+    updates: np.ndarray
+    scores: np.ndarray
+    dataset: str
+
+
+def _read_run(run_dir: Path) -> RunRecord:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EmpoError(f"{run_dir / 'summary.json'}: cannot read it ({exc})") from None
+    updates, scores = [], []
+    progress = run_dir / "progress.csv"
+    if progress.is_file():
+        with progress.open(newline="") as f:
+            for row in csv.DictReader(f):
+                updates.append(float(row["updates"]))
+                scores.append(float(row["normalized_score"]) if row["normalized_score"] not in ("", "nan") else math.nan)
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    missing = [k for k in ("task", "algo", "preset", "seed", "status") if k not in summary]
+    if missing:
+        raise EmpoError(f"{run_dir / 'summary.json'}: missing {', '.join(missing)} (not a run of empo-train?)")
+    return RunRecord(
+        run_dir, summary["task"], summary["algo"], summary["preset"], int(summary["seed"]), summary["status"], summary,
+        np.asarray(updates), np.asarray(scores), str(info.get("dataset_source", "unknown")),
+    )
+
+
+def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
+    """Runs from sweep folders (their sweep.json), run folders, or folders holding run folders."""
+    records: list[RunRecord] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise EmpoError(f"{path}: no such folder")
+        if (path / "summary.json").is_file():
+            records.append(_read_run(path))
+            continue
+        folders = sorted(p for p in path.iterdir() if (p / "summary.json").is_file()) if path.is_dir() else []
+        if not folders:
+            raise EmpoError(f"{path}: no runs here (expected a run folder, a sweep folder or folders of runs)")
+        records.extend(_read_run(folder) for folder in folders)
+    return records
+
+
+def bootstrap_mean_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def iqm(values: np.ndarray) -> float:
+    """Mean of the middle 50% of the values (rliable's IQM: trim 25% at each end)."""
+    values = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    n = len(values)
+    cut = int(math.floor(0.25 * n))
+    kept = values[cut : n - cut] if n - 2 * cut > 0 else values
+    return float(kept.mean())
+
+
+def optimality_gap(values: np.ndarray, gamma: float = 1.0) -> float:
+    """Mean shortfall below ``gamma`` (scores already divided by 100): mean(max(gamma - x, 0))."""
+    return float(np.mean(np.maximum(gamma - np.asarray(values, dtype=np.float64), 0.0)))
+
+
+def stratified_interval(per_task: list[np.ndarray], statistic, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95% interval of ``statistic`` over all runs, resampling runs within each task."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        sample = np.concatenate([task[rng.integers(0, len(task), len(task))] for task in per_task])
+        values.append(statistic(sample))
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def summarize(records: list[RunRecord]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.task, record.algo, record.preset)].append(record)
+    rows = []
+    for (task, algo, preset), group in sorted(groups.items()):
+        row: dict[str, Any] = {"task": task, "algo": algo, "preset": preset, "seeds": len(group),
+                               "finished": sum(r.status == "finished" for r in group),
+                               "datasets": sorted({r.dataset for r in group}),
+                               "wall_time_h": float(np.mean([r.summary.get("wall_time_s", 0.0) for r in group])) / 3600}
+        for key in SCORES:
+            values = np.asarray([r.summary.get(key) for r in group if r.summary.get(key) is not None], dtype=np.float64)
+            row[key] = {
+                "mean": float(values.mean()) if len(values) else math.nan,
+                "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                "ci95": bootstrap_mean_interval(values),
+                "n": int(len(values)),
+            }
+        rows.append(row)
+    return rows
+
+
+def aggregate(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
+    """Per algorithm and preset, across tasks: IQM and optimality gap of final scores / 100."""
+    out: dict[str, dict[str, Any]] = {}
+    by_algo: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.summary.get("final_normalized_score") is not None:
+            by_algo[f"{r.algo} ({r.preset})"][r.task].append(r.summary["final_normalized_score"] / 100.0)
+    for name, tasks in sorted(by_algo.items()):
+        per_task = [np.asarray(v) for v in tasks.values()]
+        everything = np.concatenate(per_task)
+        out[name] = {
+            "tasks": len(per_task), "runs": int(len(everything)),
+            "iqm": iqm(everything), "iqm_ci95": stratified_interval(per_task, iqm),
+            "optimality_gap": optimality_gap(everything), "optimality_gap_ci95": stratified_interval(per_task, optimality_gap),
+        }
+    return out
+
+
+def learning_curves(records: list[RunRecord], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for task in sorted({r.task for r in records}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name in sorted({f"{r.algo} ({r.preset})" for r in records if r.task == task}):
+            runs = [r for r in records if r.task == task and f"{r.algo} ({r.preset})" == name and len(r.scores)]
+            if not runs:
+                continue
+            length = min(len(r.scores) for r in runs)
+            scores = np.stack([r.scores[:length] for r in runs])
+            mean = np.nanmean(scores, axis=0)
+            line = ax.plot(runs[0].updates[:length], mean, label=f"{name}, {len(runs)} seeds")[0]
+            if len(runs) > 1:
+                rng = np.random.default_rng(0)
+                boot = np.stack([np.nanmean(scores[rng.integers(0, len(runs), len(runs))], axis=0) for _ in range(500)])
+                ax.fill_between(runs[0].updates[:length], np.percentile(boot, 2.5, 0), np.percentile(boot, 97.5, 0),
+                                color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("SAC updates")
+        ax.set_ylabel("normalised score")
+        ax.set_title(task)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"curves-{task}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
+    """report.md, summary.csv, runs.csv and curves-<task>.png into ``out_dir``; returns the report's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, across = summarize(records), aggregate(records)
+    with (out_dir / "runs.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run_dir", "task", "algo", "preset", "seed", "status", *SCORES, "wall_time_s", "dataset"])
+        for r in records:
+            writer.writerow([r.run_dir, r.task, r.algo, r.preset, r.seed, r.status, *(r.summary.get(k) for k in SCORES),
+                             r.summary.get("wall_time_s"), r.dataset])
+    with (out_dir / "summary.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "algo", "preset", "seeds", *[f"{k}_{s}" for k in SCORES for s in ("mean", "std", "ci_low", "ci_high")]])
+        for row in rows:
+            writer.writerow([row["task"], row["algo"], row["preset"], row["seeds"],
+                             *[v for k in SCORES for v in (row[k]["mean"], row[k]["std"], *row[k]["ci95"])]])
+    curves = learning_curves(records, out_dir)
+
+    def cell(stat: dict[str, Any]) -> str:
+        if stat["n"] == 0:
+            return "n/a"
+        low, high = stat["ci95"]
+        interval = "" if math.isnan(low) else f" [{low:.1f}, {high:.1f}]"
+        spread = "" if math.isnan(stat["std"]) else f" +- {stat['std']:.1f}"
+        return f"{stat['mean']:.1f}{spread}{interval}"
+
+    lines = [
+        "# Report",
+        "",
+        f"- {len(records)} runs; written {time.strftime('%Y-%m-%d %H:%M')}, commit {git_commit()}",
+        "- scores are D4RL-normalised returns of the deterministic policy; **final** = the last epoch's evaluation,",
+        "  **last-10** = the mean of the last 10 epochs' evaluations, **best** = the best epoch (optimistic);",
+        "  mean +- std over seeds, [bootstrap 95% interval of the mean]",
+        "- datasets: " + "; ".join(sorted({r.dataset for r in records})) + " (a local build uses gymnasium v5 envs: "
+        "not the D4RL v2 benchmark that published scores use)",
+        "",
+        "| task | algorithm | preset | seeds | final | last-10 | best | wall time h |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['task']} | {row['algo']} | {row['preset']} | {row['seeds']} ({row['finished']} finished) | "
+            f"{cell(row['final_normalized_score'])} | {cell(row['last10_mean_normalized_score'])} | "
+            f"{cell(row['best_normalized_score'])} | {row['wall_time_h']:.2f} |"
+        )
+    lines += ["", "Across tasks (final scores / 100; stratified bootstrap 95% intervals):", "",
+              "| algorithm | tasks | runs | IQM | optimality gap |", "|---|---|---|---|---|"]
+    for name, a in across.items():
+        lines.append(
+            f"| {name} | {a['tasks']} | {a['runs']} | {a['iqm']:.3f} [{a['iqm_ci95'][0]:.3f}, {a['iqm_ci95'][1]:.3f}] | "
+            f"{a['optimality_gap']:.3f} [{a['optimality_gap_ci95'][0]:.3f}, {a['optimality_gap_ci95'][1]:.3f}] |"
+        )
+    lines += ["", *[f"![{p.stem}]({p.name})" for p in curves], ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    (out_dir / "report.json").write_text(json.dumps({"groups": rows, "across_tasks": across}, indent=2, default=str) + "\n")
+    return path

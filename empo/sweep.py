@@ -1,0 +1,248 @@
+"""Sweeps: a grid of runs (tasks x algorithms x seeds x presets) on a process pool or on Ray.
+
+Each run is an ordinary run folder of ``empo.pipeline.train_agent`` under the sweep folder, named
+``<task>-<algo>-<preset>-s<seed>``; ``sweep.json`` indexes them (config, status, scores, wall time,
+error), rewritten atomically at every state change. Running the same sweep again skips finished
+runs and resumes interrupted ones from their checkpoints; a failing run is recorded with its error
+and the others go on. Runs that need the same transition model share it through the model cache,
+whose lock (empo/pipeline.py) makes sure one of them fits it and the others wait and load it.
+
+Engines: ``local`` (a pool of ``workers`` processes, each run with ``threads_per_run`` torch
+threads) and ``ray`` (each run a Ray task declaring ``threads_per_run`` CPUs and ``gpus_per_run``
+GPUs; a local Ray instance, or an existing cluster with ``ray_address``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from empo.config import from_dict, load_yaml
+from empo.errors import EmpoError
+from empo.utils import atomic_write_text
+
+INDEX = "sweep.json"
+SPEC_YAML = "sweep.yaml"
+
+
+@dataclass
+class SweepSpec:
+    """A sweep: the grid and how to run it (``empo-sweep SPEC.yaml`` reads one; unknown keys are errors)."""
+
+    tasks: list[str]
+    algos: list[str] = field(default_factory=lambda: ["empo", "mopo"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    presets: list[str] = field(default_factory=lambda: ["quick"])
+    overrides: dict[str, Any] = field(default_factory=dict)  # nested, as empo-train's --set
+    engine: Literal["local", "ray"] = "local"
+    workers: int = 1
+    threads_per_run: int = 1
+    gpus_per_run: float = 0.0
+    ray_address: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "algos", "seeds", "presets"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.threads_per_run < 1:
+            raise ValueError(f"threads_per_run must be at least 1, got {self.threads_per_run}")
+        if self.gpus_per_run < 0:
+            raise ValueError(f"gpus_per_run must be >= 0, got {self.gpus_per_run}")
+
+
+@dataclass
+class RunSpec:
+    run_id: str
+    task: str
+    algo: str
+    preset: str
+    seed: int
+    overrides: dict[str, Any]
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    return from_dict(SweepSpec, load_yaml(Path(path)), where=str(path))
+
+
+def expand(spec: SweepSpec) -> list[RunSpec]:
+    """The grid, every run's config resolved and checked (model settings included) before any run starts."""
+    from empo.loop.config import resolve_config
+    from empo.pipeline import model_config_for
+
+    runs = []
+    for task in spec.tasks:
+        for algo in spec.algos:
+            for preset in spec.presets:
+                for seed in spec.seeds:
+                    config = resolve_config(task, algo, preset, seed, spec.overrides or None)
+                    model_config_for(config)
+                    runs.append(RunSpec(f"{task}-{algo}-{preset}-s{seed}", task, algo, preset, seed, spec.overrides))
+    return runs
+
+
+def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str, Any]:
+    """One run in its folder (new, resumed or already finished); never raises: errors are recorded.
+
+    Runs in a worker process: its output goes to the run folder's ``log.txt``.
+    """
+    os.environ["EMPO_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    from empo.loop.config import resolve_config
+    from empo.pipeline import resume, train_agent
+
+    run_dir = Path(sweep_dir) / run.run_id
+    started = time.perf_counter()
+    log_file = None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_file = (run_dir / "log.txt").open("a")
+        with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
+            summary_path = run_dir / "summary.json"
+            if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished":
+                summary = json.loads(summary_path.read_text())
+                status = "skipped (finished before)"
+            elif (run_dir / "checkpoint.pt").is_file():
+                summary = resume(run_dir, device=device, progress=False)
+                status = "finished"
+            else:
+                config = resolve_config(run.task, run.algo, run.preset, run.seed, run.overrides or None)
+                summary = train_agent(config, run_dir, device=device, progress=False, command=f"empo-sweep {run.run_id}")
+                status = "finished"
+        return {"status": status, "summary": summary, "seconds": time.perf_counter() - started}
+    except BaseException as exc:  # a failing run is recorded; the sweep goes on (KeyboardInterrupt included)
+        if log_file is not None:
+            log_file.write(traceback.format_exc())
+        kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"status": kind, "error": f"{type(exc).__name__}: {message}", "seconds": time.perf_counter() - started}
+    finally:
+        if log_file is not None:
+            log_file.close()
+
+
+class SweepIndex:
+    """``sweep.json``: the spec and one entry per run, rewritten atomically at every change."""
+
+    def __init__(self, sweep_dir: Path, spec: SweepSpec, runs: list[RunSpec]) -> None:
+        self.path = sweep_dir / INDEX
+        old: dict[str, Any] = {}
+        if self.path.is_file():
+            try:
+                old = {r["run_id"]: r for r in json.loads(self.path.read_text()).get("runs", [])}
+            except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
+                old = {}
+        self.spec = spec
+        self.runs = {
+            run.run_id: {**{"status": "pending"}, **old.get(run.run_id, {}), **asdict(run)} for run in runs
+        }
+        self.write()
+
+    def update(self, run_id: str, **values: Any) -> None:
+        self.runs[run_id].update(values)
+        self.write()
+
+    def write(self) -> None:
+        data = {"spec": asdict(self.spec), "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": list(self.runs.values())}
+        atomic_write_text(self.path, json.dumps(data, indent=2) + "\n")
+
+
+def run_sweep(
+    spec: SweepSpec, sweep_dir: str | Path, progress: bool = True, log: Callable[[str], Any] = print
+) -> dict[str, Any]:
+    """Run (or continue) the sweep in ``sweep_dir``; returns the index data."""
+    from tqdm.auto import tqdm
+
+    sweep_dir = Path(sweep_dir)
+    runs = expand(spec)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    from empo.config import save_yaml
+
+    save_yaml(spec, sweep_dir / SPEC_YAML)
+    index = SweepIndex(sweep_dir, spec, runs)
+    log(f"sweep {sweep_dir}: {len(runs)} runs, engine {spec.engine}, {spec.workers} workers x {spec.threads_per_run} threads")
+    bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=not progress)
+
+    def record(run: RunSpec, result: dict[str, Any]) -> None:
+        summary = result.get("summary") or {}
+        index.update(
+            run.run_id, status=result["status"], error=result.get("error"), seconds=round(result["seconds"], 1),
+            final_normalized_score=summary.get("final_normalized_score"),
+            last10_mean_normalized_score=summary.get("last10_mean_normalized_score"),
+            best_normalized_score=summary.get("best_normalized_score"), epochs=summary.get("epochs"),
+        )
+        score = summary.get("final_normalized_score")
+        note = f" final score {score:.1f}" if isinstance(score, (int, float)) else ""
+        (bar.write if progress else log)(f"{run.run_id}: {result['status']}{note}" + (f" ({result['error']})" if result.get("error") else ""))
+        bar.update(1)
+
+    try:
+        if spec.engine == "ray":
+            _run_on_ray(spec, runs, str(sweep_dir), index, record)
+        else:
+            _run_local(spec, runs, str(sweep_dir), index, record)
+    finally:
+        bar.close()
+    return json.loads(index.path.read_text())
+
+
+def _run_local(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: SweepIndex, record: Callable) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    if spec.workers == 1:
+        for run in runs:
+            index.update(run.run_id, status="running")
+            result = run_one(run, sweep_dir, spec.threads_per_run, spec.device)
+            record(run, result)
+            if result["status"] == "interrupted":  # Ctrl-C: the run kept its last checkpoint; stop the sweep
+                raise KeyboardInterrupt
+        return
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: torch threads and CUDA start clean
+    with ProcessPoolExecutor(max_workers=spec.workers, mp_context=context) as pool:
+        futures = {}
+        for run in runs:
+            futures[pool.submit(run_one, run, sweep_dir, spec.threads_per_run, spec.device)] = run
+            index.update(run.run_id, status="queued")
+        try:
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _run_on_ray(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: SweepIndex, record: Callable) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise EmpoError('--engine ray needs Ray: pip install "empo[ray]" (or pip install ray)') from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = {"address": spec.ray_address} if spec.ray_address else {"num_cpus": spec.workers * spec.threads_per_run}
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    try:
+        remote = ray.remote(num_cpus=spec.threads_per_run, num_gpus=spec.gpus_per_run)(run_one)
+        pending = {}
+        for run in runs:
+            pending[remote.remote(run, sweep_dir, spec.threads_per_run, spec.device)] = run
+            index.update(run.run_id, status="queued")
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                record(pending.pop(ref), ray.get(ref))
+    finally:
+        if started_here:
+            ray.shutdown()
+

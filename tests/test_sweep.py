@@ -1,0 +1,128 @@
+"""empo-sweep and empo-report: grid and spec validation, the local and Ray engines on smoke runs,
+restarts, the model-cache lock, and the report's statistics on hand-computed inputs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from empo.cli.report import main as report_main
+from empo.cli.sweep import main as sweep_main
+from empo.data import get_task
+from empo.data.build import build_dataset
+from empo.errors import EmpoError
+from empo.evaluation.report import bootstrap_mean_interval, collect_runs, iqm, optimality_gap, summarize
+from empo.sweep import SweepSpec, expand, load_spec
+
+SMOKE = ["--tasks", "hopper-random", "--algos", "mopo", "--presets", "smoke", "--set", "training.epochs=2", "--no-progress"]
+
+
+@pytest.fixture
+def tiny_dataset():
+    build_dataset(get_task("hopper-random"), size=1500, progress=False, log=lambda m: None)
+
+
+def test_grid_and_spec_validation(tmp_path):
+    runs = expand(SweepSpec(tasks=["hopper-medium", "walker2d-medium"], algos=["empo", "mopo"], seeds=[0, 1], presets=["smoke"]))
+    assert len(runs) == 8 and runs[0].run_id == "hopper-medium-empo-smoke-s0"
+    (tmp_path / "bad.yaml").write_text("tasks: [hopper-medium]\nworkerz: 2\n")
+    with pytest.raises(EmpoError, match="unknown key 'workerz'.*did you mean 'workers'"):
+        load_spec(tmp_path / "bad.yaml")
+    with pytest.raises(EmpoError, match="unknown task 'hopper-medum'"):
+        expand(SweepSpec(tasks=["hopper-medum"]))
+    with pytest.raises(EmpoError, match="epochz"):
+        expand(SweepSpec(tasks=["hopper-medium"], overrides={"model": {"overrides": {"etm": {"epochz": 1}}}}))
+    assert sweep_main(["--tasks", "hopper-medium", "--workers", "0", "--out", str(tmp_path / "s")]) == 2
+    assert not (tmp_path / "s").exists()
+
+
+def test_local_sweep_runs_skips_and_resumes(tmp_path, tiny_dataset, capsys):
+    from empo.loop.config import resolve_config
+    from empo.pipeline import train_agent
+
+    out = tmp_path / "sweep"
+    # seed 1 was interrupted after its first epoch: the sweep continues it
+    config = resolve_config("hopper-random", "mopo", "smoke", 1, {"training": {"epochs": 2}})
+    train_agent(config, out / "hopper-random-mopo-smoke-s1", device="cpu", progress=False, stop_after=1, log=lambda m: None)
+    assert sweep_main([*SMOKE, "--seeds", "0", "1", "--workers", "2", "--out", str(out)]) == 0
+    index = json.loads((out / "sweep.json").read_text())
+    assert [r["status"] for r in index["runs"]] == ["finished", "finished"]
+    assert all(r["epochs"] == 2 and r["final_normalized_score"] is not None for r in index["runs"])
+    resumed = json.loads((out / "hopper-random-mopo-smoke-s1" / "summary.json").read_text())
+    assert resumed["epochs"] == 2 and "resuming" in (out / "hopper-random-mopo-smoke-s1" / "log.txt").read_text()
+    # again: nothing is run twice; the folder alone is enough to continue
+    assert sweep_main(["--out", str(out), "--no-progress"]) == 0
+    assert [r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == ["skipped (finished before)"] * 2
+    # and the report reads the sweep
+    assert report_main([str(out)]) == 0
+    assert (out / "report" / "curves-hopper-random.png").is_file() and "| hopper-random | mopo | smoke | 2" in capsys.readouterr().out
+
+
+def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, tiny_dataset):
+    # seed 0's run folder is blocked by a file of that name: that run fails, seed 1 finishes
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "hopper-random-mopo-smoke-s0").write_text("not a folder")
+    assert sweep_main([*SMOKE, "--seeds", "0", "1", "--out", str(out)]) == 1
+    runs = {r["run_id"]: r for r in json.loads((out / "sweep.json").read_text())["runs"]}
+    assert runs["hopper-random-mopo-smoke-s0"]["status"] == "failed" and runs["hopper-random-mopo-smoke-s0"]["error"]
+    assert runs["hopper-random-mopo-smoke-s1"]["status"] == "finished"
+
+
+def test_ray_engine_runs_a_smoke_sweep(tmp_path, tiny_dataset):
+    out = tmp_path / "ray"
+    assert sweep_main([*SMOKE, "--seeds", "0", "1", "--engine", "ray", "--workers", "2", "--out", str(out)]) == 0
+    assert [r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == ["finished", "finished"]
+
+
+LOCK_CHILD = """
+import sys
+from empo.data import get_task, load_transitions
+from empo.models import load_model_config
+from empo.pipeline import cached_model
+import torch
+task = get_task("hopper-random")
+said = []
+cached_model(load_model_config("ftm", "smoke", {"ftm": {"max_epochs": 3}}), task, load_transitions(task.name), 0,
+             torch.device("cpu"), progress=False, log=said.append)
+print("|".join(said))
+"""
+
+
+def test_two_processes_never_fit_the_same_model_at_once(tmp_path, tiny_dataset):
+    procs = [subprocess.Popen([sys.executable, "-c", LOCK_CHILD], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    trained = [o for o in outputs if "training the ftm model" in o]
+    assert len(trained) == 1, outputs  # one fit; the other process loaded what it wrote
+    assert sum("using the cached ftm model" in o for o in outputs) == 1
+
+
+def test_report_statistics_on_hand_computed_inputs(tmp_path):
+    assert iqm(np.arange(1, 9)) == pytest.approx(4.5)  # the middle four: 3, 4, 5, 6
+    assert iqm([0.0, 1.0, 1.0, 100.0]) == pytest.approx(1.0)
+    assert optimality_gap([0.5, 1.2, 0.9]) == pytest.approx((0.5 + 0.0 + 0.1) / 3)
+    assert bootstrap_mean_interval(np.array([2.0, 2.0, 2.0])) == (2.0, 2.0)
+    low, high = bootstrap_mean_interval(np.array([0.0, 10.0]))
+    assert 0.0 <= low < 5.0 < high <= 10.0
+    # two hand-written runs of one task and algorithm
+    for seed, (final, last10, best) in enumerate([(10.0, 12.0, 30.0), (20.0, 16.0, 40.0)]):
+        run = tmp_path / f"r{seed}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({
+            "task": "hopper-medium", "algo": "empo", "preset": "quick", "seed": seed, "status": "finished",
+            "final_normalized_score": final, "last10_mean_normalized_score": last10, "best_normalized_score": best,
+            "wall_time_s": 3600.0}))
+        (run / "progress.csv").write_text("epoch,updates,normalized_score\n1,1000,5.0\n2,2000," + str(final) + "\n")
+    rows = summarize(collect_runs([tmp_path]))
+    assert len(rows) == 1 and rows[0]["seeds"] == 2
+    assert rows[0]["final_normalized_score"]["mean"] == 15.0
+    assert rows[0]["final_normalized_score"]["std"] == pytest.approx(np.std([10.0, 20.0], ddof=1))
+    assert rows[0]["best_normalized_score"]["mean"] == 35.0 and rows[0]["wall_time_h"] == 1.0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EmpoError, match="no runs here"):
+        collect_runs([tmp_path / "empty"])
+    with pytest.raises(EmpoError, match="no such folder"):
+        collect_runs([tmp_path / "missing"])
