@@ -51,6 +51,8 @@ def test_pipeline_smoke(tmp_path, synthetic_dataset, algo, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["algo"] == algo and summary["updates"] == 80
     assert summary["final_normalized_score"] is not None and summary["best_normalized_score"] is not None
+    # the finished policy evaluated once more over training.final_eval_episodes (2 in the smoke preset)
+    assert summary["final_eval"]["episodes"] == 2 and summary["final_eval_normalized_score"] == summary["final_eval"]["normalized_score"]
     rows = read_rows(run_dir)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[-1]["eval_length"]) >= 1 and int(rows[-1]["model_buffer_size"]) > 0

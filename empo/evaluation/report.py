@@ -1,7 +1,8 @@
 """Reports over runs: per task and algorithm, across tasks, and learning curves (``empo-report``).
 
-Per (task, algorithm, preset): the final score, the mean of the last 10 evaluations and the best
-epoch (normalised scores; "final" is the last epoch's evaluation), each as mean +- std over seeds
+Per (task, algorithm, preset): the final policy's score over its final evaluation (50 episodes by
+default, ``training.final_eval_episodes``), the last epoch's score, the mean of the last 10 epochs'
+evaluations and the best epoch (normalised scores), each as mean +- std over seeds
 with a bootstrap 95% interval of the mean, the number of seeds and the wall time. Across tasks,
 per algorithm: the interquartile mean (IQM) and the optimality gap of the final scores (divided by
 100) with stratified bootstrap intervals (seeds resampled within each task), the estimators of
@@ -26,7 +27,7 @@ import numpy as np
 from empo.errors import EmpoError
 from empo.utils import git_commit
 
-SCORES = ("final_normalized_score", "last10_mean_normalized_score", "best_normalized_score")
+SCORES = ("final_eval_normalized_score", "final_normalized_score", "last10_mean_normalized_score", "best_normalized_score")
 
 
 @dataclass
@@ -137,12 +138,15 @@ def summarize(records: list[RunRecord]) -> list[dict[str, Any]]:
 
 
 def aggregate(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
-    """Per algorithm and preset, across tasks: IQM and optimality gap of final scores / 100."""
+    """Per algorithm and preset, across tasks: IQM and optimality gap of final scores / 100 (the final
+    evaluation's where the run has one, else the last epoch's)."""
     out: dict[str, dict[str, Any]] = {}
     by_algo: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if r.summary.get("final_normalized_score") is not None:
-            by_algo[f"{r.algo} ({r.preset})"][r.task].append(r.summary["final_normalized_score"] / 100.0)
+        final = r.summary.get("final_eval_normalized_score")
+        final = r.summary.get("final_normalized_score") if final is None else final
+        if final is not None:
+            by_algo[f"{r.algo} ({r.preset})"][r.task].append(final / 100.0)
     for name, tasks in sorted(by_algo.items()):
         per_task = [np.asarray(v) for v in tasks.values()]
         everything = np.concatenate(per_task)
@@ -219,19 +223,21 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
         "# Report",
         "",
         f"- {len(records)} runs; written {time.strftime('%Y-%m-%d %H:%M')}, commit {git_commit()}",
-        "- scores are D4RL-normalised returns of the deterministic policy; **final** = the last epoch's evaluation,",
+        "- scores are D4RL-normalised returns of the deterministic policy; **final** = the finished policy over its",
+        "  final evaluation (50 episodes by default), **last epoch** = the last epoch's evaluation (5-10 episodes),",
         "  **last-10** = the mean of the last 10 epochs' evaluations, **best** = the best epoch (optimistic);",
         "  mean +- std over seeds, [bootstrap 95% interval of the mean]",
         "- datasets: " + "; ".join(sorted({r.dataset for r in records})) + " (a local build uses gymnasium v5 envs: "
         "not the D4RL v2 benchmark that published scores use)",
         "",
-        "| task | algorithm | preset | seeds | final | last-10 | best | wall time h |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | algorithm | preset | seeds | final | last epoch | last-10 | best | wall time h |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['task']} | {row['algo']} | {row['preset']} | {row['seeds']} ({row['finished']} finished) | "
-            f"{cell(row['final_normalized_score'])} | {cell(row['last10_mean_normalized_score'])} | "
+            f"{cell(row['final_eval_normalized_score'])} | {cell(row['final_normalized_score'])} | "
+            f"{cell(row['last10_mean_normalized_score'])} | "
             f"{cell(row['best_normalized_score'])} | {row['wall_time_h']:.2f} |"
         )
     lines += ["", "Across tasks (final scores / 100; stratified bootstrap 95% intervals):", "",

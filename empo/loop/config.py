@@ -83,13 +83,17 @@ class TrainingConfig:
     batch_size: int = 256
     real_ratio: float = 0.05
     eval_episodes: int = 10
+    # the finished run's policy evaluated once more over this many episodes (summary.json's
+    # final_eval_*; an epoch's 5-10 episodes swing too much to report); 0: none
+    final_eval_episodes: int = 50
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_episodes < 0:
-            raise ValueError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
+        for name in ("eval_episodes", "final_eval_episodes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
 

@@ -9,6 +9,7 @@ looks for NaN or inf.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -144,6 +145,7 @@ class Trainer:
         self.wall_time = 0.0
         self.last_rollout_stats: dict[str, float] = {name: float("nan") for name in ROLLOUT_METRICS}
         self.status = "running"
+        self.final_eval: dict[str, Any] | None = None
         self.recorder = RunRecorder(self.run_dir, "progress.csv", CSV_COLUMNS, CHECKPOINT)  # CSV, TensorBoard, checkpoint
         # one SAC step (batch, update, metric sums); replayed as a CUDA graph with runtime.cuda_graph
         step_class = GraphedSACStep if config.runtime.cuda_graph else SACStep
@@ -215,6 +217,12 @@ class Trainer:
         self.wall_time = float(state["wall_time"])
         self.last_rollout_stats = dict(state["last_rollout_stats"])
         self.recorder.resume_after(self.epoch, self.updates)  # TensorBoard's step is the update count
+        summary_path = self.run_dir / "summary.json"
+        if summary_path.is_file():  # a finished run's final evaluation is not run twice
+            try:
+                self.final_eval = json.loads(summary_path.read_text()).get("final_eval")
+            except json.JSONDecodeError:
+                self.final_eval = None
 
     # ---------------------------------------------------------------------------------- logging
     def _write_row(self, row: dict[str, Any]) -> None:
@@ -240,6 +248,9 @@ class Trainer:
             "best_return": finite_or_none(self.best_return),
             "wall_time_s": round(self.wall_time, 3),
             "device": str(self.device),
+            # the finished policy over training.final_eval_episodes episodes: the figure to report
+            "final_eval_normalized_score": self.final_eval["normalized_score"] if self.final_eval else None,
+            "final_eval": self.final_eval,
         }
 
     def write_summary(self) -> None:
@@ -405,5 +416,27 @@ class Trainer:
             self.recorder.close()
         if self.epoch >= total:
             self.status = "finished"
+            self._final_evaluation()
             self.write_summary()
         return self.summary()
+
+    def _final_evaluation(self) -> None:
+        """The finished policy over ``training.final_eval_episodes`` episodes (once; runs that evaluate)."""
+        episodes = self.config.training.final_eval_episodes
+        if episodes <= 0 or self.config.training.eval_episodes <= 0 or self.final_eval is not None:
+            return
+        from empo.evaluation.policy_eval import PolicyEvaluator
+
+        evaluator = PolicyEvaluator(self.task, episodes, self.device)
+        try:
+            result = evaluator.evaluate(lambda obs: self.agent.act(obs, deterministic=True), seed=self.config.seed * 1_000_000 + 999_000)
+        finally:
+            evaluator.close()
+        self.final_eval = {
+            "episodes": episodes,
+            "return": result.mean_return,
+            "return_std": result.std_return,
+            "normalized_score": result.mean_score,
+            "normalized_score_std": result.std_score,
+            "length": result.mean_length,
+        }
