@@ -92,6 +92,16 @@ class RunRecorder:
                 self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """TensorBoard's hparams of this run, so that a folder of runs compares them by config.
+
+        Values that are not numbers, strings or booleans are written as strings; metrics that are not
+        finite numbers are left out."""
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        self.writer.add_hparams(clean, finite, run_name=".")
+        self.writer.flush()
+
     def write_summary(self, summary: dict[str, Any], name: str = "summary.json") -> None:
         atomic_write_text(self.run_dir / name, json.dumps(summary, indent=2) + "\n")
 

@@ -47,6 +47,9 @@ def test_pipeline_smoke(tmp_path, synthetic_dataset, algo, capsys):
     events = EventAccumulator(str(run_dir / "tb"))
     events.Reload()
     assert {"eval/return", "eval/return_std", "eval/normalized_score_std", "eval/length"} <= set(events.Tags()["scalars"])
+    # the finished run's config and figures as TensorBoard hparams (a sweep folder compares runs by them)
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert "hparams/final_eval_normalized_score" in events.Tags()["scalars"]
     assert (run_dir / "model_config.yaml").is_file()  # the resolved model settings beside config.yaml
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["algo"] == algo and summary["updates"] == 80

@@ -418,7 +418,25 @@ class Trainer:
             self.status = "finished"
             self._final_evaluation()
             self.write_summary()
+            self._log_hparams()
         return self.summary()
+
+    def _log_hparams(self) -> None:
+        """The run's main settings and final figures as TensorBoard hparams (compare runs by config)."""
+        cfg, algo, summary = self.config, self.config.algorithm, self.summary()
+        hparams = {
+            "task": cfg.task, "algo": cfg.algo, "preset": cfg.preset, "seed": cfg.seed, "model_kind": algo.model_kind,
+            "model_preset": cfg.model.preset, "horizon": algo.horizon, "penalty_coef": algo.penalty_coef,
+            "penalty_at": algo.penalty_at, "penalty_decay": algo.penalty_decay, "real_ratio": cfg.training.real_ratio,
+            "epochs": cfg.training.epochs, "start_states": cfg.rollout.start_states,
+        }
+        metrics = {f"hparams/{key}": summary[key] for key in (
+            "final_eval_normalized_score", "final_normalized_score", "last10_mean_normalized_score", "best_normalized_score"
+        ) if summary.get(key) is not None}
+        try:
+            self.recorder.log_hparams(hparams, metrics)
+        finally:
+            self.recorder.close()
 
     def _final_evaluation(self) -> None:
         """The finished policy over ``training.final_eval_episodes`` episodes (once; runs that evaluate)."""
