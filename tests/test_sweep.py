@@ -116,6 +116,11 @@ def test_report_statistics_on_hand_computed_inputs(tmp_path):
             "final_normalized_score": final, "last10_mean_normalized_score": last10, "best_normalized_score": best,
             "wall_time_s": 3600.0}))
         (run / "progress.csv").write_text("epoch,updates,normalized_score\n1,1000,5.0\n2,2000," + str(final) + "\n")
+    from empo.evaluation.report import write_report
+
+    text = write_report(collect_runs([tmp_path]), tmp_path / "report").read_text()
+    assert "| hopper-medium | 62.8 +- 38.1 | 84.7 +- 9.3 | 103.6 +- 1.0 |" in text  # published figures, marked as such
+    assert "not a like-for-like comparison" in text and (tmp_path / "report" / "curves-hopper-medium.png").is_file()
     rows = summarize(collect_runs([tmp_path]))
     assert len(rows) == 1 and rows[0]["seeds"] == 2
     assert rows[0]["final_normalized_score"]["mean"] == 15.0

@@ -27,6 +27,20 @@ import numpy as np
 from empo.errors import EmpoError
 from empo.utils import git_commit
 
+# Published D4RL v2 scores of peers (OfflineRL-Kit's README, 4 seeds, 3M updates; docs/method.md
+# "Reference scores"): at their own budgets and on D4RL's v2 envs, shown beside, never compared as equal.
+PUBLISHED: dict[str, dict[str, str]] = {
+    "halfcheetah-medium": {"MOPO": "72.4 +- 4.2", "COMBO": "71.9 +- 8.5", "MOBILE": "75.8 +- 0.8"},
+    "hopper-medium": {"MOPO": "62.8 +- 38.1", "COMBO": "84.7 +- 9.3", "MOBILE": "103.6 +- 1.0"},
+    "walker2d-medium": {"MOPO": "84.1 +- 3.2", "COMBO": "83.9 +- 2.0", "MOBILE": "88.3 +- 2.5"},
+    "halfcheetah-medium-replay": {"MOPO": "72.1 +- 3.8", "COMBO": "66.5 +- 6.5", "MOBILE": "71.9 +- 3.2"},
+    "hopper-medium-replay": {"MOPO": "92.7 +- 20.7", "COMBO": "90.1 +- 25.2", "MOBILE": "105.1 +- 1.3"},
+    "walker2d-medium-replay": {"MOPO": "85.9 +- 5.3", "COMBO": "89.4 +- 6.4", "MOBILE": "90.5 +- 1.7"},
+    "halfcheetah-medium-expert": {"MOPO": "83.6 +- 12.5", "COMBO": "98.2 +- 0.2", "MOBILE": "100.9 +- 1.5"},
+    "hopper-medium-expert": {"MOPO": "74.6 +- 44.2", "COMBO": "108.8 +- 2.6", "MOBILE": "112.5 +- 0.2"},
+    "walker2d-medium-expert": {"MOPO": "108.2 +- 4.3", "COMBO": "110.0 +- 0.2", "MOBILE": "114.5 +- 2.2"},
+}
+
 SCORES = ("final_eval_normalized_score", "final_normalized_score", "last10_mean_normalized_score", "best_normalized_score")
 
 
@@ -240,6 +254,11 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
             f"{cell(row['last10_mean_normalized_score'])} | "
             f"{cell(row['best_normalized_score'])} | {row['wall_time_h']:.2f} |"
         )
+    peers = [task for task in sorted({r.task for r in records}) if task in PUBLISHED]
+    if peers:
+        lines += ["", "Published figures, D4RL v2 at 3M updates (OfflineRL-Kit's README; another benchmark and budget: "
+                  "for orientation, not a like-for-like comparison):", "", "| task | MOPO | COMBO | MOBILE |", "|---|---|---|---|"]
+        lines += [f"| {task} | " + " | ".join(PUBLISHED[task][m] for m in ("MOPO", "COMBO", "MOBILE")) + " |" for task in peers]
     lines += ["", "Across tasks (final scores / 100; stratified bootstrap 95% intervals):", "",
               "| algorithm | tasks | runs | IQM | optimality gap |", "|---|---|---|---|---|"]
     for name, a in across.items():
