@@ -131,3 +131,21 @@ def test_report_statistics_on_hand_computed_inputs(tmp_path):
         collect_runs([tmp_path / "empty"])
     with pytest.raises(EmpoError, match="no such folder"):
         collect_runs([tmp_path / "missing"])
+
+
+def test_ctrl_c_stops_a_sequential_sweep_and_records_the_run(tmp_path, monkeypatch):
+    import empo.sweep as sweep
+
+    calls = []
+
+    def interrupted(run, sweep_dir, threads, device):
+        calls.append(run.run_id)
+        return {"status": "interrupted", "error": "KeyboardInterrupt: ", "seconds": 0.1}
+
+    monkeypatch.setattr(sweep, "run_one", interrupted)
+    spec = SweepSpec(tasks=["hopper-random"], algos=["mopo"], seeds=[0, 1], presets=["smoke"])
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(spec, tmp_path / "s", progress=False, log=lambda m: None)
+    assert calls == ["hopper-random-mopo-smoke-s0"]  # the second run never started
+    runs = json.loads((tmp_path / "s" / "sweep.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["interrupted", "pending"]
