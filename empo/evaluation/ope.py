@@ -191,12 +191,13 @@ def true_values(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean discounted return of ``episodes`` real episodes per policy (env seeds seed..seed+episodes-1)
     and its standard error."""
-    import gymnasium as gym
     from tqdm.auto import tqdm
+
+    from empo.data.envs import make_env
 
     if episodes < 1:
         raise EmpoError(f"--episodes must be at least 1, got {episodes}")
-    envs = [gym.make(task.gym_id) for _ in range(episodes)]
+    envs = [make_env(task.gym_id) for _ in range(episodes)]
     means, errors = [], []
     try:
         for policy in tqdm(policies, desc="true values", unit="policy", disable=not progress):
