@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,8 @@ import yaml
 from empo.errors import EmpoError
 
 T = TypeVar("T")
+#: integers in configs end up in numpy and torch, whose integers have 64 bits
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
@@ -64,8 +67,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise EmpoError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise EmpoError(f"{path}: not a text file, expected YAML") from None
     except yaml.YAMLError as exc:
-        raise EmpoError(f"{path}: not valid YAML: {exc}") from None
+        raise EmpoError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -74,8 +79,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def save_yaml(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` (a dataclass or a dict) as YAML, atomically: an interruption leaves the old file or none."""
+    from empo.utils import atomic_write_text
+
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    atomic_write_text(Path(path), yaml.safe_dump(data, sort_keys=False))
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -120,19 +128,28 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise EmpoError(f"{where}: expected an integer, got {value!r}")
+                value = int(value)
+            else:
+                raise EmpoError(f"{where}: expected an integer, got {value!r}")
+        if not INT_MIN <= value <= INT_MAX:
+            raise EmpoError(f"{where}: {value} is out of range, expected an integer from -2**63 to 2**63-1")
         return value
     if hint is float:
         if isinstance(value, str):
             # PyYAML (YAML 1.1) reads exponents without a dot, e.g. 3e-4, as strings
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise EmpoError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise EmpoError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise EmpoError(f"{where}: expected a string, got {value!r}")

@@ -14,6 +14,7 @@ import csv
 import importlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,18 +80,23 @@ def load_run(run_dir: str | Path) -> Run:
         raise EmpoError(f"{run_dir}: no such run folder")
     if not config_path.is_file() or not checkpoint_path.is_file():
         raise EmpoError(f"{run_dir}: not a run folder of empo-train (expected config.yaml and {CHECKPOINT})")
-    config = config_from_dict(load_yaml(config_path), where=str(config_path))
+    data = load_yaml(config_path)
+    if not data:
+        raise EmpoError(f"{config_path}: empty, expected the resolved config of an empo-train run")
+    config = config_from_dict(data, where=str(config_path))
     try:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         agent_state = state["agent"]
-    except Exception as exc:
-        raise EmpoError(f"{checkpoint_path}: cannot read the checkpoint: {exc}") from None
-    obs_dim, act_dim = int(agent_state["obs_dim"]), int(agent_state["act_dim"])
+        obs_dim, act_dim = int(agent_state["obs_dim"]), int(agent_state["act_dim"])
+    except Exception as exc:  # torch.load raises many types for a damaged file; a foreign dict lacks the keys
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmpoError(f"{checkpoint_path}: cannot read the checkpoint of empo-train: {message}") from None
     agent = SAC(obs_dim, act_dim, config.sac, device="cpu", seed=config.seed)
     try:
         agent.actor.load_state_dict(agent_state["actor"])
-    except RuntimeError as exc:
-        raise EmpoError(f"{checkpoint_path}: the actor does not match config.yaml's sac settings: {exc}") from None
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmpoError(f"{checkpoint_path}: the actor does not match config.yaml's sac settings: {message}") from None
     policy = DeterministicPolicy(agent.actor.trunk, agent.actor.head, act_dim).eval()
 
     def read_json(name: str) -> dict[str, Any]:
@@ -98,9 +104,12 @@ def load_run(run_dir: str | Path) -> Run:
         if not path.is_file():
             return {}
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise EmpoError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise EmpoError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        return data
 
     progress_path = run_dir / "progress.csv"
     progress = list(csv.DictReader(progress_path.open(newline=""))) if progress_path.is_file() else []
@@ -166,16 +175,23 @@ def export_policy(run: Run, path: str | Path, fmt: str = "torch-export") -> Path
         _require_onnx(("onnx", "onnxscript", "onnxruntime"), "ONNX export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "torchscript":
-        torch.jit.script(run.policy).save(str(path))
-    elif fmt == "onnx":
-        _export_onnx(run.policy, run.obs_dim, path)
-    else:
-        from torch.export import Dim, export
+    # written beside the target under a name of the same suffix (torch.export wants .pt2), checked
+    # (ONNX), then renamed into place: an interruption or a failed check leaves no file that reads as a policy
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    try:
+        if fmt == "torchscript":
+            torch.jit.script(run.policy).save(str(tmp))
+        elif fmt == "onnx":
+            _export_onnx(run.policy, run.obs_dim, tmp)
+        else:
+            from torch.export import Dim, export
 
-        example = torch.zeros(2, run.obs_dim)
-        program = export(run.policy, (example,), dynamic_shapes=({0: Dim("batch")},))
-        torch.export.save(program, str(path))
+            example = torch.zeros(2, run.obs_dim)
+            program = export(run.policy, (example,), dynamic_shapes=({0: Dim("batch")},))
+            torch.export.save(program, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -236,6 +252,21 @@ class OnnxPolicy(nn.Module):
         return torch.from_numpy(np.asarray(action)).to(obs.device)
 
 
+@contextlib.contextmanager
+def _quiet_torch_export() -> Iterator[None]:
+    """torch.export logs warnings of its own when a file is not a .pt2 archive; the command says
+    what failed in its one error line instead."""
+    loggers = [logging.getLogger(name) for name in ("torch.export", "torch.export.pt2_archive._package")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def load_policy_file(path: str | Path) -> nn.Module:
     """A policy written by :func:`export_policy`, in any of its formats (``.onnx`` files by onnxruntime)."""
     path = Path(path)
@@ -245,12 +276,13 @@ def load_policy_file(path: str | Path) -> nn.Module:
         return OnnxPolicy(path)
     errors = []
     try:
-        return torch.export.load(str(path)).module()
-    except Exception as exc:
+        with _quiet_torch_export():
+            return torch.export.load(str(path)).module()
+    except Exception as exc:  # torch.export raises many types for a file that is not its own
         errors.append(f"torch.export: {exc}")
     try:
         return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as exc:
+    except Exception as exc:  # so does TorchScript
         errors.append(f"TorchScript: {exc}")
     raise EmpoError(
         f"{path}: not a policy file of empo-export ({'; '.join(e.splitlines()[0] for e in errors)}; ONNX files need the suffix .onnx)"

@@ -30,11 +30,39 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: free bytes below which a failed write is taken for a full disk (writers such as torch.save
+#: report it as an error of their own, e.g. RuntimeError "unexpected pos")
+FULL_DISK_BYTES = 1 << 20
+#: what torch.save's writer says when a write to the file fails
+WRITER_FAILURES = ("unexpected pos", "PytorchStreamWriter failed writing")
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp)`` to a temporary file beside ``path``, then rename it into place,
-    so that an interruption never leaves a half-written file that reads as complete."""
+    so that an interruption never leaves a half-written file that reads as complete.
+
+    When the write fails, the partial temporary file is removed (``path`` keeps its last complete
+    version); a failure on a full disk is raised as ``OSError(ENOSPC)`` naming ``path`` whatever
+    the writer raised, so that commands report it in one line."""
+    import errno
+    import shutil
+
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
+    try:
+        write(tmp)
+    except Exception as exc:
+        try:
+            full = shutil.disk_usage(tmp.parent).free < FULL_DISK_BYTES
+        except OSError:
+            full = False
+        tmp.unlink(missing_ok=True)
+        if full or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        if isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in WRITER_FAILURES):
+            from empo.errors import EmpoError
+
+            raise EmpoError(f"{path}: the file could not be written (is the disk full?); any earlier complete version is kept") from exc
+        raise
     os.replace(tmp, path)
 
 

@@ -9,7 +9,17 @@ import shutil
 import time
 from pathlib import Path
 
-from empo.cli.common import add_threads_argument, cli_entry, start_threads
+from empo.cli.common import (
+    ArgumentParser,
+    add_seed_argument,
+    add_threads_argument,
+    cli_entry,
+    existing_folder,
+    int_range,
+    output_folder,
+    positive_int,
+    start_threads,
+)
 from empo.data import get_task, load_transitions, task_names
 from empo.errors import EmpoError
 
@@ -56,8 +66,14 @@ def _add_source_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--minari-id", metavar="ID", help="read a local Minari dataset by id")
 
 
+MAX_SIZE = 100_000_000  # steps of one build (D4RL's largest datasets hold 2M)
+MAX_ENVS = 1000
+MAX_STEPS = 10**10
+MAX_EPISODES = 1000  # evaluation episodes are run side by side, one env each
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="empo-data", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="collect a task's dataset", description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _add_task_args(build, "e.g. hopper-medium")
-    build.add_argument("--size", type=int, default=1_000_000, help="steps to collect (default: 1,000,000 as D4RL)")
-    build.add_argument("--seed", type=int, default=0, help="seed of env resets and action noise (default: 0)")
-    build.add_argument("--envs", type=int, default=10, help="envs stepped in lockstep (default: 10)")
+    build.add_argument(
+        "--size", type=int_range(), default=1_000_000, help="steps to collect (default: 1,000,000 as D4RL)"
+    )
+    add_seed_argument(build, help="seed of env resets and action noise")
+    build.add_argument("--envs", type=int_range(1, MAX_ENVS), default=10, help="envs stepped in lockstep (default: 10)")
     build.add_argument(
         "--behaviour-dir",
         type=Path,
@@ -91,19 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_task_args(train, "ENV-medium, ENV-medium-replay, ENV-expert or ENV-medium-expert")
     train.add_argument("--out", type=Path, help="output folder (default: $EMPO_HOME/behaviour/ENV, EMPO_HOME=~/.empo)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--max-steps", type=int, default=1_000_000, help="give up after this many env steps")
-    train.add_argument("--eval-every", type=int, default=5000, help="env steps between evaluations (default: 5000)")
+    add_seed_argument(train, help="seed of SAC and its envs")
+    train.add_argument(
+        "--max-steps", type=int_range(1, MAX_STEPS), default=1_000_000, help="give up after this many env steps"
+    )
+    train.add_argument("--eval-every", type=positive_int, default=5000, help="env steps between evaluations (default: 5000)")
     train.add_argument(
         "--confirm-episodes",
-        type=int,
+        type=int_range(0, MAX_EPISODES),
         default=50,
         help="a policy whose 10-episode evaluation lands in a level's band is accepted only if its "
         "return over this many episodes is in the band too (default: 50)",
     )
     train.add_argument(
         "--suite-every",
-        type=int,
+        type=int_range(0),
         default=0,
         metavar="STEPS",
         help="also keep the actor every STEPS env steps (a multiple of --eval-every) in OUT/suite/ with its "
@@ -126,11 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from empo.data.behaviour import policy_path
     from empo.data.build import build_dataset
 
     task = get_task(_task_name(args))
-    if args.size <= 0:
-        raise EmpoError(f"--size must be positive, got {args.size}")
+    if not 1 <= args.size <= MAX_SIZE:
+        bound = "positive" if args.size < 1 else f"at most {MAX_SIZE:,}"
+        raise EmpoError(f"--size must be {bound}, got {args.size} (expected a whole number from 1 to {MAX_SIZE:,})")
+    if args.behaviour_dir is not None:
+        existing_folder(args.behaviour_dir, "--behaviour-dir", "train-behaviour output folder")
+        needed = {"medium": ["medium"], "expert": ["expert"], "medium-expert": ["medium", "expert"]}.get(task.level, [])
+        files = [policy_path(task.env.name, level, args.behaviour_dir) for level in needed]
+        if task.level == "medium-replay":
+            files = [args.behaviour_dir / "medium_replay.npz"]
+        for path in files:
+            if not path.is_file():
+                raise EmpoError(f"--behaviour-dir {args.behaviour_dir}: no {path.name} there (needed to build {task.name})")
     build_dataset(
         task,
         size=args.size,
@@ -143,14 +174,20 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_train_behaviour(args: argparse.Namespace) -> int:
-    from empo.data.behaviour import POLICY_DIR, policy_path, train_behaviour
+    from empo.data.behaviour import POLICY_DIR, check_behaviour_folder, policy_path, train_behaviour
     from empo.data.build import behaviour_root
 
     task = get_task(_task_name(args))
     if task.level == "random":
         raise EmpoError(f"{task.name} uses uniform random actions: there is no behaviour policy to train")
     until = "expert" if task.level in ("expert", "medium-expert") else "medium"
-    out = args.out or behaviour_root() / task.env.name
+    for option, value in (("--eval-every", args.eval_every), ("--suite-every", args.suite_every)):
+        if value > args.max_steps:
+            raise EmpoError(f"{option} {value} is more than --max-steps {args.max_steps}: expected at most --max-steps")
+    if args.suite_every % args.eval_every:
+        raise EmpoError(f"--suite-every must be a multiple of --eval-every ({args.eval_every}), got {args.suite_every}")
+    out = output_folder(args.out or behaviour_root() / task.env.name, "--out")
+    check_behaviour_folder(out, task.env.name)
     started = time.time()
     threads = start_threads(args.threads)
     state = train_behaviour(task.env.name, out, until=until, seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every,

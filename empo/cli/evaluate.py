@@ -7,7 +7,18 @@ import json
 import sys
 from pathlib import Path
 
-from empo.cli.common import add_threads_argument, cli_entry, start_threads
+from empo.cli.common import (
+    ArgumentParser,
+    add_seed_argument,
+    add_threads_argument,
+    cli_entry,
+    existing_file,
+    int_range,
+    output_folder,
+    start_threads,
+)
+
+MAX_EPISODES = 1000  # run side by side, one env each
 
 DESCRIPTION = """\
 Run a trained policy deterministically in the task's real gymnasium env and print the return and
@@ -26,11 +37,13 @@ and the frames stay in memory until the episode ends (about 0.7 GB for 1000 step
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="empo-eval", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="empo-eval", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("policy", type=Path, metavar="POLICY", help="RUN_DIR of empo-train or a file of empo-export")
     parser.add_argument("--task", help="the task (read from the run; needed for a policy file)")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes, run side by side (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="episode i is seeded seed + i (default 0)")
+    parser.add_argument(
+        "--episodes", type=int_range(1, MAX_EPISODES), default=10, help=f"episodes, run side by side (1 to {MAX_EPISODES}; default 10)"
+    )
+    add_seed_argument(parser, help="episode i is seeded seed + i")
     parser.add_argument(
         "--video", type=Path, metavar="DIR", help="also record the first episode as an mp4 in DIR (needs moviepy and MUJOCO_GL; see above)"
     )
@@ -44,19 +57,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    from empo.cli.checks import check_agent_run
     from empo.data.tasks import get_task
     from empo.errors import EmpoError
     from empo.evaluation.policy_eval import check_video_support, evaluate_policy
     from empo.runs import load_policy_file, load_run
 
-    if args.episodes < 1:
-        raise EmpoError(f"--episodes must be at least 1, got {args.episodes}")
+    if not args.policy.exists():
+        raise EmpoError(f"POLICY {args.policy}: no such run folder or policy file")
+    if args.video is not None:
+        output_folder(args.video, "--video")
     if args.policy.is_dir():
+        check_agent_run(args.policy, "POLICY")
         run = load_run(args.policy)
         if args.task is not None and args.task != run.config.task:
             raise EmpoError(f"{args.policy} is a run on {run.config.task}, not {args.task}")
         task, policy, source = get_task(run.config.task), run.policy, f"{args.policy} (epoch {run.epoch})"
     else:
+        existing_file(args.policy, "POLICY", "policy file of empo-export")
         if args.task is None:
             raise EmpoError(f"{args.policy}: a policy file does not say its task; give --task")
         task, policy, source = get_task(args.task), load_policy_file(args.policy), str(args.policy)

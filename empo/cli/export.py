@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from empo.cli.common import cli_entry
+from empo.cli.common import ArgumentParser, cli_entry, output_file
 
 # empo.runs.EXPORT_FORMATS, named here so that --help does not import torch
 EXPORT_FORMATS = ("torch-export", "torchscript", "onnx")
@@ -30,7 +30,7 @@ the real env with `empo-eval FILE --task TASK`.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="empo-export", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="empo-export", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder of empo-train (with config.yaml and checkpoint.pt)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="torch-export", help="file format (default torch-export)")
     parser.add_argument(
@@ -42,10 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from empo.cli.checks import check_agent_run
     from empo.runs import export_policy, load_run
 
+    check_agent_run(args.run_dir, "RUN_DIR")
+    out = output_file(args.out or args.run_dir / DEFAULT_NAMES[args.format], "--out")
     run = load_run(args.run_dir)
-    out = export_policy(run, args.out or args.run_dir / DEFAULT_NAMES[args.format], args.format)
+    out = export_policy(run, out, args.format)
     names = " (ONNX input 'obs', output 'action')" if args.format == "onnx" else ""
     print(
         f"wrote {out}: the deterministic policy of {run.config.algo} {run.config.task} seed {run.config.seed} "

@@ -15,21 +15,30 @@ from pathlib import Path
 from typing import Any
 
 from empo.cli.common import (
+    ArgumentParser,
     add_device_argument,
+    add_seed_argument,
     add_threads_argument,
     cli_entry,
+    int_range,
+    output_file,
+    output_folder,
+    positive_int,
     resolve_device,
     seed_everything,
     start_threads,
 )
 from empo.errors import EmpoError
+from empo.utils import atomic_write, atomic_write_text
 
 RUN_JSON = "run.json"
 ERROR_CSV = "transition_error.csv"
+MAX_HORIZON = 10_000
+MAX_BATCH = 10_000_000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="empo-model",
         description="Train transition models (ETM: energy + Langevin sampler; FTM: MOPO's Gaussian ensemble) "
         "and evaluate their transition error. See docs/models.md.",
@@ -64,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one config value, e.g. --set etm.epochs=10 --set etm.train_langevin.steps=20 (repeatable)",
     )
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_seed_argument(train)
     add_device_argument(train)
     train.add_argument(
         "--run-dir", "--out", dest="out", type=Path, help="output directory (default: runs/models/<task>/<model>-<preset>-seed<seed>)"
@@ -97,11 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TASK",
         help="out-of-distribution dataset to test on (repeatable; default: every built level of the model's env)",
     )
-    evaluate.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 10], help="open-loop horizons (default: 1 5 10)")
-    evaluate.add_argument("--max-samples", type=int, default=10000, help="one-step rows per dataset (default: 10000)")
-    evaluate.add_argument("--max-starts", type=int, default=1000, help="open-loop start states per dataset (default: 1000)")
-    evaluate.add_argument("--batch-size", type=int, default=4096, help="prediction batch size (default: 4096)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the row subsets (default: 0)")
+    evaluate.add_argument(
+        "--horizons", type=int_range(1, MAX_HORIZON), nargs="+", default=[1, 5, 10], help="open-loop horizons (default: 1 5 10)"
+    )
+    evaluate.add_argument("--max-samples", type=positive_int, default=10000, help="one-step rows per dataset (default: 10000)")
+    evaluate.add_argument("--max-starts", type=positive_int, default=1000, help="open-loop start states per dataset (default: 1000)")
+    evaluate.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=4096, help="prediction batch size (default: 4096)")
+    add_seed_argument(evaluate, help="seed of the row subsets")
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--d4rl-path", type=Path, metavar="FILE", help="the model's own dataset as a D4RL hdf5 file")
     source.add_argument("--minari-id", metavar="ID", help="the model's own dataset as a local Minari dataset id")
@@ -112,16 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from empo.cli.checks import check_model_checkpoint, check_model_settings, folder_kind, read_model_run
     from empo.data import get_task, load_transitions
     from empo.models import load_model_config, train_dynamics
     from empo.models.config import parse_overrides
 
     resume = args.resume is not None
     if resume:
-        run_file = args.resume / RUN_JSON
-        if not run_file.is_file():
-            raise EmpoError(f"--resume {args.resume}: no {RUN_JSON} there (not a directory written by empo-model train)")
-        run = json.loads(run_file.read_text())
+        run = read_model_run(args.resume)
         for key, given in (("task", args.task), ("model", args.model)):
             if given is not None and given != run[key]:
                 raise EmpoError(f"--resume {args.resume}: the run has --{key} {run[key]}, not {given}")
@@ -136,14 +145,19 @@ def run_train(args: argparse.Namespace) -> int:
             raise EmpoError("train needs --task and --model (or --resume DIR)")
         task_name, kind, preset, seed = args.task, args.model, args.preset, args.seed
         overrides = parse_overrides(args.overrides)
-        out = args.out or Path("runs") / "models" / task_name / f"{kind}-{preset}-seed{seed}"
+        out = output_folder(args.out or Path("runs") / "models" / task_name / f"{kind}-{preset}-seed{seed}", "--run-dir")
+        if folder_kind(out) == "empo-train":
+            raise EmpoError(f"--run-dir {out}: a run folder of empo-train is there; give a new folder for the model")
         d4rl_path, minari_id = args.d4rl_path, args.minari_id
     task = get_task(task_name)
     config = load_model_config(kind, preset, overrides)
+    check_model_settings(config)
     device = resolve_device(args.device)
+    if resume:
+        check_model_checkpoint(out, kind, task.obs_dim, task.act_dim, task.env.termination)
+    transitions = load_transitions(task.name, d4rl_path=d4rl_path, minari_id=minari_id)
     threads = start_threads(args.threads)
     seed_everything(seed)
-    transitions = load_transitions(task.name, d4rl_path=d4rl_path, minari_id=minari_id)
     out.mkdir(parents=True, exist_ok=True)
     run = {
         "task": task.name,
@@ -154,7 +168,9 @@ def run_train(args: argparse.Namespace) -> int:
         "d4rl_path": str(d4rl_path) if d4rl_path else None,
         "minari_id": minari_id,
     }
-    (out / RUN_JSON).write_text(json.dumps(run, indent=2))
+    run_text = json.dumps(run, indent=2)
+    if not (resume and (out / RUN_JSON).read_text() == run_text):
+        atomic_write_text(out / RUN_JSON, run_text)
     print(
         f"training {kind} ({preset}) on {task.name}: {len(transitions.qlearning()):,} transitions from "
         f"{transitions.source}, device {device}, out {out}"
@@ -174,19 +190,21 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from empo.cli.checks import check_model_dir, task_named
     from empo.data import LEVELS, get_task, load_transitions
     from empo.evaluation.transition_error import format_table, transition_error_table
     from empo.models import load_dynamics
     from empo.models.dynamics import read_model_meta
 
+    check_model_dir(args.model_dir)
     meta = read_model_meta(args.model_dir)
     task_name = meta.get("meta", {}).get("task")
     if task_name is None:
-        raise EmpoError(f"{args.model_dir}: model.json does not name the task it was trained on")
-    task = get_task(task_name)
+        raise EmpoError(f"{args.model_dir / 'model.json'}: does not name the task the model was trained on (meta.task)")
+    task = task_named(task_name, f"{args.model_dir / 'model.json'}: meta.task")
+    output_file(args.model_dir / ERROR_CSV, "--model-dir")
     device = resolve_device(args.device)
     model = load_dynamics(args.model_dir, task, device=device)
-    start_threads(args.threads)
     notes: list[str] = []
 
     datasets: dict[str, tuple[Any, str, Any]] = {}
@@ -200,6 +218,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         holdout = np.arange(len(own.qlearning()))
     datasets[task.name] = (own, "holdout", holdout)
+    start_threads(args.threads)
 
     explicit = bool(args.tasks)
     others = args.tasks or [f"{task.env.name}-{level}" for level in LEVELS if level != task.level]
@@ -222,10 +241,13 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    with (args.model_dir / ERROR_CSV).open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0].as_dict()))
-        writer.writeheader()
-        writer.writerows(r.as_dict() for r in rows)
+    def write_table(path: Path) -> None:
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0].as_dict()))
+            writer.writeheader()
+            writer.writerows(r.as_dict() for r in rows)
+
+    atomic_write(args.model_dir / ERROR_CSV, write_table)
     if args.json:
         print(json.dumps({"model_dir": str(args.model_dir), "kind": model.kind, "task": task.name,
                           "rows": [r.as_dict() for r in rows], "notes": notes}, indent=2))

@@ -8,7 +8,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from empo.cli.common import add_device_argument, add_threads_argument, cli_entry, start_threads
+from empo.cli.common import (
+    ArgumentParser,
+    add_device_argument,
+    add_seed_argument,
+    add_threads_argument,
+    cli_entry,
+    output_folder,
+    positive_int,
+    resolve_device,
+    start_threads,
+)
 from empo.errors import EmpoError
 
 DESCRIPTION = """\
@@ -46,7 +56,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="empo-train",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -59,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("paper", "quick", "smoke"),
         help="cost preset (see below); default: paper on a CUDA device, quick on a CPU",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model, the agent and evaluation; default 0")
+    add_seed_argument(parser, help="seed of the model, the agent and evaluation")
     add_device_argument(parser)
     parser.add_argument("--model-dir", type=Path, help="use this trained transition model (empo-model train output)")
     parser.add_argument("--run-dir", type=Path, help="where this run writes (default runs/<task>-<algo>-<preset>-s<seed>-<time>)")
@@ -75,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. training.epochs=100 or mopo.penalty_coef=1.0 (repeatable)",
     )
     parser.add_argument(
-        "--stop-after", type=int, metavar="N", help="stop after N epochs in this invocation (continue later with --resume)"
+        "--stop-after", type=positive_int, metavar="N", help="stop after N epochs in this invocation (continue later with --resume)"
     )
     add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -89,17 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     args = build_parser().parse_args(argv)
     from empo import pipeline
+    from empo.cli.checks import check_agent_run, check_model_dir, check_model_settings, folder_kind
+    from empo.cli.common import SEED_MAX
+    from empo.data import get_task
     from empo.loop.config import resolve_config
     from empo.models.config import parse_overrides
 
-    if args.stop_after is not None and args.stop_after < 1:
-        raise EmpoError(f"--stop-after must be >= 1, got {args.stop_after}")
-    device = pipeline.resolve_device(args.device)
+    device = resolve_device(args.device)
     common: dict[str, Any] = {"device": device, "progress": not args.no_progress, "stop_after": args.stop_after}
     if args.resume is not None:
         if args.set:
             raise EmpoError("--set cannot change a run being resumed (its config.yaml is fixed)")
+        for option in ("model_dir", "run_dir", "d4rl_path", "minari_id"):
+            if getattr(args, option) is not None:
+                name = "--" + option.replace("_", "-")
+                raise EmpoError(f"{name} cannot be given with --resume (the run keeps the inputs it started with)")
         run_dir = args.resume
+        check_agent_run(run_dir, "--resume", task=args.task, resuming=True)
         summary = pipeline.resume(run_dir, task=args.task, threads=start_threads(args.threads), **common)
         task_name = summary["task"]
     else:
@@ -107,8 +123,26 @@ def main(argv: list[str] | None = None) -> int:
             raise EmpoError("give --task (e.g. --task hopper-medium) or --resume RUN_DIR")
         preset = args.preset or pipeline.default_preset(device)
         config = resolve_config(args.task, args.algo, preset, args.seed, parse_overrides(args.set))
-        pipeline.model_config_for(config)  # the model settings too are checked before any slow work
-        run_dir = args.run_dir or pipeline.default_run_dir(config)
+        if not 0 <= config.seed <= SEED_MAX:
+            raise EmpoError(f"training config: seed {config.seed} is out of range, expected a whole number from 0 to {SEED_MAX:,}")
+        model_config = pipeline.model_config_for(config)  # the model settings too are checked before any slow work
+        if model_config is not None:
+            check_model_settings(model_config)
+        if args.model_dir is not None:
+            meta = check_model_dir(args.model_dir)
+            if meta["kind"] != config.algorithm.model_kind:
+                raise EmpoError(f"--model-dir {args.model_dir} holds a {meta['kind']} model, but {config.algo} needs a "
+                                f"{config.algorithm.model_kind} model")
+            task = get_task(config.task)
+            if (meta["obs_dim"], meta["act_dim"]) != (task.obs_dim, task.act_dim):
+                trained_on = meta.get("meta", {}).get("task", "another task")
+                raise EmpoError(
+                    f"--model-dir {args.model_dir}: a model of {trained_on} (observations of size {meta['obs_dim']}, actions "
+                    f"of size {meta['act_dim']}), but {task.name} has {task.obs_dim} and {task.act_dim}"
+                )
+        run_dir = output_folder(args.run_dir or pipeline.default_run_dir(config), "--run-dir")
+        if folder_kind(run_dir) == "empo-model train":
+            raise EmpoError(f"--run-dir {run_dir}: a model folder of empo-model train is there; give a new folder for the run")
         command = " ".join(["empo-train", *(sys.argv[1:] if argv is None else argv)])
         summary = pipeline.train_agent(
             config, run_dir, model_dir=args.model_dir, d4rl_path=args.d4rl_path, minari_id=args.minari_id,

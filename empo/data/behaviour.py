@@ -73,14 +73,71 @@ def save_policy(path: Path, actor_state: dict[str, torch.Tensor], meta: dict[str
 def load_policy(path: Path, spec: EnvSpec) -> SavedPolicy:
     if not path.is_file():
         raise EmpoError(f"behaviour policy not found: {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise EmpoError(f"{path}: the file is empty, expected a behaviour policy of empo-data train-behaviour")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged file
+        reason = "it holds Python objects besides tensors, or is damaged" if "Weights only" in str(exc) else _first_line(exc)
+        raise EmpoError(f"{path}: cannot read the behaviour policy: damaged or of another kind ({reason})") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise EmpoError(f"{path}: not a behaviour policy of empo-data train-behaviour (expected a dict with 'state_dict')")
     actor = PolicyActor(spec.obs_dim, spec.act_dim)
     try:
         actor.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError) as exc:
-        raise EmpoError(f"{path}: not a behaviour policy for {spec.gym_id}: {exc}") from None
+        raise EmpoError(f"{path}: not a behaviour policy for {spec.gym_id}: {_first_line(exc)}") from None
     actor.eval()
     return SavedPolicy(actor, dict(blob.get("meta", {})))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_state(out_dir: Path) -> dict[str, Any]:
+    """``out_dir/state.json`` of a train-behaviour run ({} when there is none), checked to be a JSON object."""
+    path = out_dir / "state.json"
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EmpoError(f"{path}: not valid JSON ({exc}); expected the state of an empo-data train-behaviour run") from None
+    if not isinstance(state, dict):
+        raise EmpoError(f"{path}: expected a JSON object (the state of a train-behaviour run), got {type(state).__name__}")
+    for key, kind in (("evaluations", list), ("reached", dict)):
+        if key in state and not isinstance(state[key], kind):
+            raise EmpoError(f"{path}: '{key}' must be a {'list' if kind is list else 'mapping'}")
+    return state
+
+
+def check_behaviour_folder(out_dir: Path, env_name: str) -> None:
+    """A folder to train ``env_name``'s behaviour policies in: new, or one of an earlier run on the
+    same env whose state and checkpoint can be read (errors name the file)."""
+    if not out_dir.is_dir():
+        return
+    state = read_state(out_dir)
+    if state.get("env", env_name) != env_name:
+        raise EmpoError(
+            f"{out_dir / 'state.json'}: the folder holds a train-behaviour run on {state['env']}, not {env_name}; "
+            "give another --out"
+        )
+    ckpt, buffer = out_dir / "checkpoint.zip", out_dir / "replay_buffer.pkl"
+    if ckpt.is_file() != buffer.is_file():
+        present, absent = (ckpt, buffer) if ckpt.is_file() else (buffer, ckpt)
+        raise EmpoError(f"{out_dir}: {present.name} is there but {absent.name} is missing; a resumable run needs both")
+    if ckpt.is_file():
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(ckpt) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise EmpoError(f"{ckpt}: not a readable stable-baselines3 checkpoint ({exc})") from None
+        if bad is not None:
+            raise EmpoError(f"{ckpt}: damaged (member {bad} fails its checksum)")
 
 
 def find_policy(env_name: str, level: str, run_dir: Path | None = None) -> Path | None:
@@ -216,9 +273,10 @@ def train_behaviour(
         raise EmpoError(f"--until must be 'medium' or 'expert', got '{until}'")
     spec = ENVS[env_name]
     bands = {**default_bands(spec), **(bands or {})}
+    check_behaviour_folder(out_dir, env_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "state.json"
-    state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state: dict[str, Any] = read_state(out_dir)
     state.setdefault("env", env_name)
     state.setdefault("seed", seed)
     state.setdefault("bands", {level: list(band) for level, band in bands.items()})
@@ -234,8 +292,11 @@ def train_behaviour(
     buffer_ckpt = out_dir / "replay_buffer.pkl"
     env = make_env(spec.gym_id)
     if ckpt.is_file() and buffer_ckpt.is_file():
-        model = SAC.load(ckpt, env=env, device="cpu")
-        model.load_replay_buffer(buffer_ckpt)
+        try:
+            model = SAC.load(ckpt, env=env, device="cpu")
+            model.load_replay_buffer(buffer_ckpt)
+        except Exception as exc:  # stable-baselines3 raises many types for a damaged or foreign file
+            raise EmpoError(f"{ckpt}: cannot resume from it ({_first_line(exc)}); remove it and {buffer_ckpt.name} to start again") from None
         # evaluations after the checkpoint are run again
         state["evaluations"] = [e for e in state["evaluations"] if e["step"] <= model.num_timesteps]
         log(f"{env_name}: resuming from step {model.num_timesteps}")

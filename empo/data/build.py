@@ -123,9 +123,33 @@ def behaviour_policy(task: Task, level: str, seed: int, behaviour_dir: Path | No
     return (lambda obs: saved.actor.act(obs, deterministic=False, generator=generator)), {**saved.meta, "path": str(path)}
 
 
+REPLAY_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+
+
+def read_replay(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a saved replay buffer, checked: every key there, one length, at least one row."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in REPLAY_KEYS if key not in archive.files]
+            if missing:
+                raise EmpoError(f"{path}: missing array(s) {', '.join(missing)}; a replay buffer needs {', '.join(REPLAY_KEYS)}")
+            data = {key: np.asarray(archive[key]) for key in REPLAY_KEYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise EmpoError(f"{path}: not a readable replay buffer of empo-data train-behaviour ({exc})") from None
+    n = data["observations"].shape[0] if data["observations"].ndim == 2 else -1
+    if n <= 0:
+        raise EmpoError(f"{path}: 'observations' must be a non-empty 2-D array, got shape {data['observations'].shape}")
+    for key in REPLAY_KEYS[1:]:
+        if data[key].shape[:1] != (n,):
+            raise EmpoError(f"{path}: '{key}' has shape {data[key].shape}, expected {n} rows like 'observations'")
+    return data
+
+
 def replay_episodes(path: Path) -> list[dict[str, np.ndarray]]:
     """Split a saved replay buffer (``medium_replay.npz``) into Minari-style episodes."""
-    data = np.load(path)
+    data = read_replay(path)
     n = data["observations"].shape[0]
     done = (data["terminals"] > 0.5) | (data["timeouts"] > 0.5)
     done[-1] = True  # the run stopped mid-episode: cut it there

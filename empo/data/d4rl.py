@@ -27,6 +27,22 @@ def find_d4rl_file(task: Task) -> Path | None:
     return path if path.is_file() else None
 
 
+def _read_array(handle, key: str, path: Path) -> np.ndarray:
+    """One numeric hdf5 dataset as an array; an error naming the file and key otherwise."""
+    import h5py
+
+    item = handle[key]
+    if not isinstance(item, h5py.Dataset):
+        raise EmpoError(f"{path}: '{key}' is an hdf5 {type(item).__name__.lower()}, expected a dataset (an array)")
+    try:
+        array = np.asarray(item[()])
+    except OSError as exc:  # a truncated or damaged file fails when its data are read
+        raise EmpoError(f"{path}: '{key}' cannot be read ({exc})") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise EmpoError(f"{path}: '{key}' holds {array.dtype} values, expected numbers")
+    return array
+
+
 def load_d4rl(path: str | Path, task: Task) -> Transitions:
     """Read a D4RL hdf5 file into :class:`Transitions`, checked against ``task``.
 
@@ -37,8 +53,12 @@ def load_d4rl(path: str | Path, task: Task) -> Transitions:
     import h5py
 
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise EmpoError(f"{path}: a folder, expected a D4RL hdf5 file")
     if not path.is_file():
         raise EmpoError(f"D4RL file not found: {path}")
+    if path.stat().st_size == 0:
+        raise EmpoError(f"{path}: the file is empty, expected a D4RL hdf5 file")
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
@@ -49,8 +69,9 @@ def load_d4rl(path: str | Path, task: Task) -> Transitions:
             raise EmpoError(
                 f"{path}: missing hdf5 key(s) {', '.join(missing)}; a D4RL file needs {', '.join(REQUIRED_KEYS)}"
             )
-        arrays = {key: np.asarray(handle[key][()]) for key in REQUIRED_KEYS}
-        next_obs = np.asarray(handle["next_observations"][()]) if "next_observations" in handle else None
+        keys = REQUIRED_KEYS + (("next_observations",) if "next_observations" in handle else ())
+        arrays = {key: _read_array(handle, key, path) for key in keys}
+        next_obs = arrays.pop("next_observations", None)
 
     n = arrays["observations"].shape[0] if arrays["observations"].ndim else 0
     for key in REQUIRED_KEYS[1:]:

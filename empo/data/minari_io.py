@@ -48,26 +48,13 @@ def load_minari(dataset_id: str, task: Task | None = None) -> Transitions:
             dataset = minari.load_dataset(dataset_id)
     except Exception as exc:  # minari raises several types for a broken dataset
         raise EmpoError(f"Minari dataset '{dataset_id}' could not be read: {exc}") from None
-    meta = dataset.storage.metadata
-    episodes = []
-    for episode in dataset.iterate_episodes():
-        if not isinstance(episode.observations, np.ndarray) or not isinstance(episode.actions, np.ndarray):
-            raise EmpoError(
-                f"Minari dataset '{dataset_id}': observations and actions must be flat Box arrays "
-                f"(got {type(episode.observations).__name__})"
-            )
-        episodes.append(
-            {
-                "observations": episode.observations,
-                "actions": episode.actions,
-                "rewards": episode.rewards,
-                "terminations": episode.terminations,
-                "truncations": episode.truncations,
-            }
-        )
-    env_id = None
-    if meta.get("env_spec"):
-        env_id = json.loads(meta["env_spec"]).get("id")
+    try:
+        meta, episodes = _read_episodes(dataset, dataset_id)
+        env_id = json.loads(meta["env_spec"]).get("id") if meta.get("env_spec") else None
+    except EmpoError:
+        raise
+    except Exception as exc:  # h5py, json and Minari raise many types for damaged data files
+        raise EmpoError(f"Minari dataset '{dataset_id}' ({dataset_path(dataset_id)}) could not be read: {exc}") from None
     metadata: dict[str, Any] = {
         "source": f"minari:{dataset_id}",
         "env_id": env_id,
@@ -85,6 +72,27 @@ def load_minari(dataset_id: str, task: Task | None = None) -> Transitions:
     except EmpoError as exc:
         raise EmpoError(f"Minari dataset '{dataset_id}': {exc}") from None
     return transitions.validate(task, origin=f"Minari dataset '{dataset_id}'")
+
+
+def _read_episodes(dataset: Any, dataset_id: str) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
+    meta = dataset.storage.metadata
+    episodes = []
+    for episode in dataset.iterate_episodes():
+        if not isinstance(episode.observations, np.ndarray) or not isinstance(episode.actions, np.ndarray):
+            raise EmpoError(
+                f"Minari dataset '{dataset_id}': observations and actions must be flat Box arrays "
+                f"(got {type(episode.observations).__name__})"
+            )
+        episodes.append(
+            {
+                "observations": episode.observations,
+                "actions": episode.actions,
+                "rewards": episode.rewards,
+                "terminations": episode.terminations,
+                "truncations": episode.truncations,
+            }
+        )
+    return meta, episodes
 
 
 @contextmanager
