@@ -31,7 +31,7 @@ import torch
 
 from empo.config import load_yaml, save_yaml
 from empo.errors import EmpoError
-from empo.utils import empo_home, git_commit
+from empo.utils import atomic_write_text, empo_home, git_commit
 
 if TYPE_CHECKING:
     from empo.data.tasks import Task
@@ -57,6 +57,10 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             device = torch.device(name)
         except RuntimeError:
             raise EmpoError(f"--device: '{name}' is not a torch device (try cpu, cuda or auto)") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise EmpoError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise EmpoError(f"--device {name}: MPS is not available on this machine")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise EmpoError(f"--device {name}: CUDA is not available on this machine")
@@ -336,7 +340,7 @@ def _run(
             dataset_source=transitions.source,
             device=str(device),
         )
-        (run_dir / RUN_JSON).write_text(json.dumps(info, indent=2) + "\n")
+        atomic_write_text(run_dir / RUN_JSON, json.dumps(info, indent=2) + "\n")
         resolved = getattr(model, "config", None) or model_config
         if resolved is not None:
             save_yaml(resolved, run_dir / MODEL_CONFIG_YAML)

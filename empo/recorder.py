@@ -59,7 +59,8 @@ class RunRecorder:
             return
         with self.csv_path.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        kept = [row for row in rows if int(row["epoch"]) <= epoch]
+        # rows of later epochs go; so does a row a kill cut short (its epoch is missing or not a number)
+        kept = [row for row in rows if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epoch]
         with self.csv_path.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(self.columns))
             writer.writeheader()

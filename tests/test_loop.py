@@ -193,3 +193,21 @@ def test_a_resumed_run_logs_each_tensorboard_step_once(tmp_path):
     finite = [c for c, v in read_rows(tmp_path)[-1].items() if c not in ("epoch", "updates") and v not in ("nan", "")]
     assert len(tags) == len(finite)  # no evaluation here (eval_episodes 0): its NaN columns are not logged
     assert not any(tag.split("/")[1].startswith(tag.split("/")[0]) for tag in tags)
+
+
+def test_resume_drops_a_progress_row_that_a_kill_cut_short(tmp_path):
+    from empo.recorder import RunRecorder
+
+    recorder = RunRecorder(tmp_path, "progress.csv", ["epoch", "score"])
+    for epoch in (1, 2, 3):
+        recorder.log_row({"epoch": epoch, "score": epoch * 10})
+    with (tmp_path / "progress.csv").open("a") as f:
+        f.write("4,4")  # killed mid-line... then the next line glues onto it
+        f.write("\n5")
+    recorder.resume_after(epoch=2, step=200)
+    assert (tmp_path / "progress.csv").read_text().splitlines() == ["epoch,score", "1,10", "2,20"]
+
+
+def test_devices_that_are_not_compute_devices_are_one_line_errors():
+    with pytest.raises(EmpoError, match="expected auto, cpu, cuda, cuda:N or mps"):
+        pipeline.resolve_device("meta")
