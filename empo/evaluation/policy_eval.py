@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from empo.data.envs import make_env
 from empo.data.tasks import Task
 from empo.errors import EmpoError
 
@@ -85,13 +86,13 @@ class PolicyEvaluator:
 
         def make(index: int):
             if video_dir is None or index > 0:
-                return gym.make(task.gym_id)
+                return make_env(task.gym_id)  # MuJoCo's warnings routed to Python's, not printed per env
             from gymnasium.wrappers import RecordVideo
 
             with warnings.catch_warnings():  # an existing folder is fine: files are named by task, seed and episode
                 warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
                 self.recorder = RecordVideo(
-                    gym.make(task.gym_id, render_mode="rgb_array"),
+                    make_env(task.gym_id, render_mode="rgb_array"),
                     str(video_dir),
                     episode_trigger=self._take_video_turn,
                     name_prefix=task.name,
