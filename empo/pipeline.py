@@ -57,10 +57,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             device = torch.device(name)
         except RuntimeError:
             raise EmpoError(f"--device: '{name}' is not a torch device (try cpu, cuda or auto)") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise EmpoError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
-    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise EmpoError(f"--device {name}: MPS is not available on this machine")
+    allowed = ("cpu", "cuda") + (("mps",) if torch.backends.mps.is_available() else ())
+    if device.type not in allowed:
+        raise EmpoError(f"--device {name}: this project runs on {', '.join(allowed)} or auto, not on {device.type}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise EmpoError(f"--device {name}: CUDA is not available on this machine")

@@ -209,5 +209,5 @@ def test_resume_drops_a_progress_row_that_a_kill_cut_short(tmp_path):
 
 
 def test_devices_that_are_not_compute_devices_are_one_line_errors():
-    with pytest.raises(EmpoError, match="expected auto, cpu, cuda, cuda:N or mps"):
+    with pytest.raises(EmpoError, match="this project runs on cpu, cuda or auto, not on meta"):
         pipeline.resolve_device("meta")

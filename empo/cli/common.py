@@ -199,21 +199,12 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-DEVICE_TYPES = ("cpu", "cuda")
-
-
 def resolve_device(name: str):  # -> torch.device
     """The ``--device`` value as a checked torch device: auto, cpu, cuda or cuda:N that exists here
-    (empo.pipeline.resolve_device; torch loads lazily)."""
-    import torch
-
+    (empo.pipeline.resolve_device, the one place that checks it; torch loads lazily)."""
     from empo.pipeline import resolve_device as resolve
 
-    device = resolve(name)
-    allowed = DEVICE_TYPES + (("mps",) if torch.backends.mps.is_available() else ())
-    if device.type not in allowed:
-        raise EmpoError(f"--device {name}: this project runs on {', '.join(allowed)} or auto, not on {device.type}")
-    return device
+    return resolve(name)
 
 
 THREADS_HELP = (
