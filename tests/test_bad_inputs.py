@@ -37,6 +37,9 @@ import empo.cli.data as data_cli
 import empo.cli.evaluate as eval_cli
 import empo.cli.export as export_cli
 import empo.cli.model as model_cli
+import empo.cli.ope as ope_cli
+import empo.cli.report as report_cli
+import empo.cli.sweep as sweep_cli
 import empo.cli.train as train_cli
 from tests.test_loop_support import synthetic_transitions
 
@@ -46,6 +49,9 @@ PROGRAMS: dict[str, Callable[[list[str] | None], int]] = {
     "empo-train": train_cli.main,
     "empo-eval": eval_cli.main,
     "empo-export": export_cli.main,
+    "empo-ope": ope_cli.main,
+    "empo-sweep": sweep_cli.main,
+    "empo-report": report_cli.main,
 }
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "empo-data": data_cli.build_parser,
@@ -53,6 +59,9 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "empo-train": train_cli.build_parser,
     "empo-eval": eval_cli.build_parser,
     "empo-export": export_cli.build_parser,
+    "empo-ope": ope_cli.build_parser,
+    "empo-sweep": sweep_cli.build_parser,
+    "empo-report": report_cli.build_parser,
 }
 KINDS = ("value", "device", "path", "damaged", "wrong-kind")
 #: lines a command may print on stderr before its error line (what it is about to do)
@@ -737,6 +746,32 @@ wrong("empo-data train-behaviour", "--out-of-another-env",
       "state.json", "walker2d", "not hopper")
 
 
+# ---- empo-ope, empo-sweep, empo-report
+OPE = lambda ws: ["--task", "hopper-medium", "--policies", "random", "random", "--out", str(ws.root / "ope")]  # noqa: E731
+for opt in ("--episodes", "--starts", "--horizon", "--fqe-steps", "--seed", "--threads"):
+    numeric_cases("empo-ope", opt, OPE, zero_ok=opt == "--seed")
+case("path", "empo-ope", "missing-policy", lambda ws: [*OPE(ws)[:3], missing(ws), "--out", str(ws.root / "ope")],
+     "such/thing", "no such policy file")
+case("wrong-kind", "empo-ope", "policy-of-another-env",
+     lambda ws: [*OPE(ws)[:3], str(actor_file(ws.root / "cheetah.pt", 17, 6)), "--out", str(ws.root / "ope")],
+     "cheetah.pt", "observations of size 17", "hopper-medium has 11")
+case("value", "empo-ope", "one-policy", lambda ws: ["--task", "hopper-medium", "--policies", "random", "--out", str(ws.root / "o")],
+     "need at least 2")
+case("value", "empo-ope", "bad-model-dir", lambda ws: [*OPE(ws), "--model-dir", "etm"], "--model-dir", "etm=DIR")
+SWEEP = lambda ws: ["--tasks", "hopper-medium", "--presets", "smoke", "--out", str(ws.root / "sweep")]  # noqa: E731
+for opt in ("--seeds", "--workers", "--threads-per-run"):
+    numeric_cases("empo-sweep", opt, SWEEP, zero_ok=opt == "--seeds")
+case("value", "empo-sweep", "gpus-per-run=nan", lambda ws: [*SWEEP(ws), "--gpus-per-run", "nan"], "--gpus-per-run", "expected")
+case("value", "empo-sweep", "misspelt-task", lambda ws: ["--tasks", "hopper-meduim", "--out", str(ws.root / "s")], "hopper-meduim")
+case("value", "empo-sweep", "misspelt-spec-key",
+     lambda ws: [str(ws.file("spec.yaml", "tasks: [hopper-medium]\nworkerz: 2\n")), "--out", str(ws.root / "s")], "workerz", "workers")
+case("path", "empo-sweep", "missing-spec", lambda ws: [missing(ws), "--out", str(ws.root / "s")], "such/thing")
+case("path", "empo-report", "missing-folder", lambda ws: [missing(ws)], "no such folder")
+case("path", "empo-report", "empty-folder", lambda ws: [str((ws.root / "empty").mkdir() or ws.root / "empty")], "no runs here")
+case("damaged", "empo-report", "damaged-summary",
+     lambda ws: [str(Path(ws.file("run/summary.json", "{not json")).parent)], "summary.json", "cannot read")
+
+
 # ------------------------------------------------------------------------------------ the runner
 def snapshot(*roots: Path) -> dict[str, tuple]:
     """Every file and folder under ``roots``: its kind, mode, and for a file its size, mtime and content hash."""
@@ -862,7 +897,7 @@ def test_every_numeric_option_is_tried():
 def test_every_command_and_kind_is_tried():
     commands = {c.command for c in CASES}
     for command in ("empo-data build", "empo-data info", "empo-data list", "empo-data train-behaviour", "empo-model train",
-                    "empo-model eval", "empo-train", "empo-eval", "empo-export"):
+                    "empo-model eval", "empo-train", "empo-eval", "empo-export", "empo-ope", "empo-sweep", "empo-report"):
         assert command in commands, command
     kinds = Counter(c.kind for c in CASES)
     assert set(kinds) == set(KINDS), kinds

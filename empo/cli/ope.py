@@ -7,7 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-from empo.cli.common import add_device_argument, add_threads_argument, cli_entry, start_threads
+from empo.cli.common import (
+    ArgumentParser,
+    add_device_argument,
+    add_seed_argument,
+    add_threads_argument,
+    cli_entry,
+    int_range,
+    start_threads,
+)
 from empo.errors import EmpoError
 
 DESCRIPTION = """\
@@ -34,7 +42,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="empo-ope", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--task", required=True, help="the dataset the estimators learn from, e.g. hopper-medium")
@@ -47,11 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir", action="append", default=[], metavar="KIND=DIR", help="use this trained model, e.g. etm=runs/models/x (repeatable)"
     )
     parser.add_argument("--sample", action="store_true", help="also estimate with sampled model transitions (model.step)")
-    parser.add_argument("--episodes", type=int, default=10, help="real episodes per policy for the true value (default 10)")
-    parser.add_argument("--starts", type=int, default=10, help="dataset initial states per policy for model rollouts (default 10)")
-    parser.add_argument("--horizon", type=int, default=1000, help="model rollout length (default 1000)")
-    parser.add_argument("--fqe-steps", type=int, default=20_000, help="FQE updates per policy (default 20,000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int_range(1, 1000), default=10, help="real episodes per policy for the true value (default 10)")
+    parser.add_argument("--starts", type=int_range(1, 100_000), default=10, help="dataset initial states per policy for model rollouts (default 10)")
+    parser.add_argument("--horizon", type=int_range(1, 100_000), default=1000, help="model rollout length (default 1000)")
+    parser.add_argument("--fqe-steps", type=int_range(1, 10**8), default=20_000, help="FQE updates per policy (default 20,000)")
+    add_seed_argument(parser, help="seed of the episodes, start states, FQE and the models")
     add_device_argument(parser)
     add_threads_argument(parser)
     parser.add_argument("--out", "--run-dir", dest="out", type=Path, help="output folder (default runs/ope-<task>-<time>)")

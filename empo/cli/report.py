@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from empo.cli.common import cli_entry
+from empo.cli.common import ArgumentParser, cli_entry
 
 DESCRIPTION = """\
 Report over run folders, sweep folders (empo-sweep) or folders of runs: per task and algorithm the
@@ -18,7 +18,7 @@ and curves-<task>.png into --out.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="empo-report", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="empo-report", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, metavar="SWEEP_DIR|RUN_DIR")
     parser.add_argument("--out", type=Path, help="where the report goes (default: the first path's report/ folder)")
     return parser

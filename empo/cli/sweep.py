@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from empo.cli.common import cli_entry
+from empo.cli.common import MAX_THREADS, ArgumentParser, cli_entry, int_range, seed_int
 from empo.errors import EmpoError
 
 DESCRIPTION = """\
@@ -31,17 +31,17 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="empo-sweep", description=DESCRIPTION, epilog=EPILOG,
+    parser = ArgumentParser(prog="empo-sweep", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", nargs="?", type=Path, help="a sweep spec (YAML); flags given too override its keys")
     parser.add_argument("--tasks", nargs="+")
     parser.add_argument("--algos", nargs="+", help="default: empo mopo")
-    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0")
+    parser.add_argument("--seeds", nargs="+", type=seed_int, help="default: 0")
     parser.add_argument("--presets", nargs="+", help="default: quick")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run (repeatable)")
     parser.add_argument("--engine", choices=("local", "ray"), help="local (a process pool, default) or ray")
-    parser.add_argument("--workers", type=int, help="runs at once (default 1)")
-    parser.add_argument("--threads-per-run", type=int, help="torch CPU threads of each run (default 1)")
+    parser.add_argument("--workers", type=int_range(1, 1024), help="runs at once (default 1)")
+    parser.add_argument("--threads-per-run", type=int_range(1, MAX_THREADS), help="torch CPU threads of each run (default 1)")
     parser.add_argument("--gpus-per-run", type=float, help="GPUs each Ray task declares (default 0)")
     parser.add_argument("--ray-address", help="join this Ray cluster (default: start a local Ray instance)")
     parser.add_argument("--device", help="torch device of every run (default cpu)")
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.gpus_per_run is not None and not 0 <= args.gpus_per_run <= 1024:  # NaN fails both comparisons
+        raise EmpoError(f"--gpus-per-run {args.gpus_per_run}: expected a number from 0 to 1024")
     from empo.config import load_yaml, merge
     from empo.models.config import parse_overrides
     from empo.sweep import SPEC_YAML, SweepSpec, run_sweep
