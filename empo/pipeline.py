@@ -301,6 +301,20 @@ def resume(
     return _run(config, run_dir, info, device, None, info.get("model_dir"), progress, threads, stop_after, log, resuming=True)
 
 
+def _clear_unfinished_attempt(run_dir: Path, log: Log) -> None:
+    """Logs of an earlier start that died before its first checkpoint (a kill between its first CSV
+    row and the checkpoint) would be appended to by the new start: remove them first."""
+    import shutil
+
+    stale = [run_dir / name for name in ("progress.csv", "summary.json") if (run_dir / name).is_file()]
+    if (run_dir / "tb").is_dir():
+        stale.append(run_dir / "tb")
+    if stale:
+        log(f"{run_dir}: removing the logs of a start that ended before its first checkpoint ({', '.join(p.name for p in stale)})")
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def _run(
     config: TrainConfig,
     run_dir: Path,
@@ -334,6 +348,7 @@ def _run(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
+        _clear_unfinished_attempt(run_dir, log)
         info.update(
             model_dir=str(Path(model_dir).resolve()) if model_dir else None,
             dataset_source=transitions.source,

@@ -69,3 +69,50 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(faults, work
     assert case.error_line.endswith("No space left on device") and "checkpoint.pt" in case.error_line, case
     assert case.checkpoint_epoch is not None and case.checkpoint_epoch >= 1 and case.intact, case
     assert case.partial_left == 0 and case.resumed == "reproduced", case
+
+
+SWEEP = ["--tasks", "hopper-random", "--algos", "mopo", "--presets", "smoke", "--seeds", "0", "1",
+         "--set", "training.epochs=30", "--set", "training.final_eval_episodes=0", "--no-progress"]
+
+
+def _non_timing_rows(run_dir: Path) -> list[dict]:
+    import csv
+
+    with (run_dir / "progress.csv").open(newline="") as f:
+        return [{k: v for k, v in row.items() if not k.startswith("time_") and k != "wall_time"} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_results(tmp_path):
+    """kill -9 a sweep after its first run's first checkpoint; the same command again finishes both
+    runs, and their epochs equal those of a sweep that was never killed."""
+    import json
+    import signal
+    import time
+
+    from empo.data import get_task
+    from empo.data.build import build_dataset
+
+    build_dataset(get_task("hopper-random"), size=1500, progress=False, log=lambda m: None)
+    command = [sys.executable, "-m", "empo.cli.sweep", *SWEEP]
+    reference = tmp_path / "reference"
+    subprocess.run([*command, "--out", str(reference)], check=True, capture_output=True, timeout=600)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*command, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = killed / "hopper-random-mopo-smoke-s0" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    summary = killed / "hopper-random-mopo-smoke-s0" / "summary.json"
+    assert not summary.is_file() or json.loads(summary.read_text())["status"] != "finished"
+
+    subprocess.run([*command, "--out", str(killed)], check=True, capture_output=True, timeout=600)
+    runs = json.loads((killed / "sweep.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["finished", "finished"]
+    for run in runs:
+        assert _non_timing_rows(killed / run["run_id"]) == _non_timing_rows(reference / run["run_id"]), run["run_id"]

@@ -211,3 +211,14 @@ def test_resume_drops_a_progress_row_that_a_kill_cut_short(tmp_path):
 def test_devices_that_are_not_compute_devices_are_one_line_errors():
     with pytest.raises(EmpoError, match="this project runs on cpu, cuda or auto, not on meta"):
         pipeline.resolve_device("meta")
+
+
+def test_a_new_start_clears_the_logs_of_one_that_died_before_its_first_checkpoint(tmp_path, synthetic_dataset):
+    run_dir = tmp_path / "run"
+    (run_dir / "tb").mkdir(parents=True)
+    (run_dir / "progress.csv").write_text("epoch,updates\n1,20\n")  # killed after its first row, before the checkpoint
+    config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"epochs": 2}})
+    said = []
+    pipeline.train_agent(config, run_dir, device="cpu", progress=False, log=said.append)
+    assert [int(r["epoch"]) for r in read_rows(run_dir)] == [1, 2]
+    assert any("ended before its first checkpoint" in line for line in said)
