@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,6 +322,36 @@ def phase_build(work: Path, kills: int, rng: random.Random, log) -> PhaseResult:
     return result
 
 
+def kill_and_recover(
+    result: PhaseResult, label: str, index: int, argv: list[str], again: list[str], env: dict[str, str], rng: random.Random,
+    wait_for: Path, window: float, out: Path, check: Callable[[Path], list[str]], same: Callable[[Path], bool],
+    differs: str, log,
+) -> None:
+    """One fault: start ``argv``, kill it ``window`` at most after ``wait_for`` appears, check what it left
+    (``check``), run ``again`` and compare with the uninterrupted result (``same``); counts into ``result``."""
+    result.started += 1
+    outcome = start_and_kill(argv, env, rng, wait_for, window)
+    result.killed += outcome.killed
+    result.finished_first += not outcome.killed
+    result.kill_times.append(outcome.after_s)
+    problems = check(out)
+    result.corrupt += len(problems)
+    result.problems += [f"{label} kill {index}: {p}" for p in problems]
+    result.partial_left += len(partial_files(out)) if out.exists() else 0
+    done = run(again, env)
+    if done.returncode == 0:
+        result.recovered += 1
+        ok = same(out) and not check(out)
+        result.reproduced += ok
+        if not ok:
+            result.problems.append(f"{label} kill {index}: {differs}")
+    else:
+        what = "--resume" if "--resume" in again else "the rerun"
+        result.problems.append(f"{label} kill {index}: {what} failed: {done.stderr.strip().splitlines()[-1:]}")
+    log(f"{label} kill {index}: {'killed' if outcome.killed else 'finished first'} at {outcome.after_s:.2f} s")
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def phase_fit(work: Path, kills: int, rng: random.Random, log) -> PhaseResult:
     result = PhaseResult("model fit (empo-model train, ETM smoke, 30 epochs)")
     data = str(work / "hopper.hdf5")
@@ -342,26 +372,10 @@ def phase_fit(work: Path, kills: int, rng: random.Random, log) -> PhaseResult:
     log(f"fit: reference {first + window:.1f} s, {window:.1f} s after the first checkpoint")
     for index in range(kills):
         out = work / f"fit-{index}"
-        result.started += 1
-        outcome = start_and_kill(command("model", *args, "--out", str(out)), env, rng, out / "checkpoint.pt", window)
-        result.killed += outcome.killed
-        result.finished_first += not outcome.killed
-        result.kill_times.append(outcome.after_s)
-        problems = check_model_folder(out)
-        result.corrupt += len(problems)
-        result.problems += [f"fit kill {index}: {p}" for p in problems]
-        result.partial_left += len(partial_files(out))
-        again = run(command("model", "train", "--resume", str(out), "--device", "cpu", "--no-progress"), env)
-        if again.returncode == 0:
-            result.recovered += 1
-            ok = same_model(out, reference) and not check_model_folder(out)
-            result.reproduced += ok
-            if not ok:
-                result.problems.append(f"fit kill {index}: the resumed model differs from the uninterrupted one")
-        else:
-            result.problems.append(f"fit kill {index}: --resume failed: {again.stderr.strip().splitlines()[-1:]}")
-        log(f"fit kill {index}: {'killed' if outcome.killed else 'finished first'} at {outcome.after_s:.2f} s")
-        shutil.rmtree(out, ignore_errors=True)
+        kill_and_recover(result, "fit", index, command("model", *args, "--out", str(out)),
+                         command("model", "train", "--resume", str(out), "--device", "cpu", "--no-progress"), env, rng,
+                         out / "checkpoint.pt", window, out, check_model_folder, lambda out: same_model(out, reference),
+                         "the resumed model differs from the uninterrupted one", log)
     return result
 
 
@@ -405,26 +419,10 @@ def phase_agent(work: Path, kills: int, rng: random.Random, log) -> PhaseResult:
     env = env_for(work)
     for index in range(kills):
         out = work / f"agent-{index}"
-        result.started += 1
-        outcome = start_and_kill(command("train", *agent_args(work), "--run-dir", str(out)), env, rng, out / "checkpoint.pt", window)
-        result.killed += outcome.killed
-        result.finished_first += not outcome.killed
-        result.kill_times.append(outcome.after_s)
-        problems = check_run_folder(out)
-        result.corrupt += len(problems)
-        result.problems += [f"agent kill {index}: {p}" for p in problems]
-        result.partial_left += len(partial_files(out))
-        again = run(command("train", "--resume", str(out), "--device", "cpu", "--no-progress"), env)
-        if again.returncode == 0:
-            result.recovered += 1
-            ok = same_run(out, reference) and not check_run_folder(out)
-            result.reproduced += ok
-            if not ok:
-                result.problems.append(f"agent kill {index}: the resumed run differs from the uninterrupted one")
-        else:
-            result.problems.append(f"agent kill {index}: --resume failed: {again.stderr.strip().splitlines()[-1:]}")
-        log(f"agent kill {index}: {'killed' if outcome.killed else 'finished first'} at {outcome.after_s:.2f} s")
-        shutil.rmtree(out, ignore_errors=True)
+        kill_and_recover(result, "agent", index, command("train", *agent_args(work), "--run-dir", str(out)),
+                         command("train", "--resume", str(out), "--device", "cpu", "--no-progress"), env, rng,
+                         out / "checkpoint.pt", window, out, check_run_folder, lambda out: same_run(out, reference),
+                         "the resumed run differs from the uninterrupted one", log)
     return result
 
 
@@ -451,34 +449,22 @@ def phase_sweep(work: Path, kills: int, rng: random.Random, log) -> PhaseResult:
     window = 0.6 * (time.monotonic() - t0)
     log(f"sweep: reference {window / 0.6:.1f} s")
     names = [f"hopper-random-mopo-smoke-s{seed}" for seed in (0, 1)]
-    for index in range(kills):
-        out = work / f"sweep-{index}"
-        result.started += 1
-        outcome = start_and_kill(command("sweep", *SWEEP_ARGS, "--out", str(out)), env, rng,
-                                 out / names[0] / "checkpoint.pt", window)
-        result.killed += outcome.killed
-        result.finished_first += not outcome.killed
-        result.kill_times.append(outcome.after_s)
+
+    def check(out: Path) -> list[str]:
         problems = [p for name in names if (out / name).exists() for p in check_run_folder(out / name)]
         if (out / "sweep.json").exists():
             try:
                 json.loads((out / "sweep.json").read_text())
             except ValueError as exc:
                 problems.append(f"{out / 'sweep.json'}: {exc}")
-        result.corrupt += len(problems)
-        result.problems += [f"sweep kill {index}: {p}" for p in problems]
-        result.partial_left += len(partial_files(out)) if out.exists() else 0
-        again = run(command("sweep", *SWEEP_ARGS, "--out", str(out)), env)
-        if again.returncode == 0:
-            result.recovered += 1
-            ok = all(same_run(out / name, reference / name) and not check_run_folder(out / name) for name in names)
-            result.reproduced += ok
-            if not ok:
-                result.problems.append(f"sweep kill {index}: a resumed run differs from the uninterrupted one")
-        else:
-            result.problems.append(f"sweep kill {index}: the rerun failed: {again.stderr.strip().splitlines()[-1:]}")
-        log(f"sweep kill {index}: {'killed' if outcome.killed else 'finished first'} at {outcome.after_s:.2f} s")
-        shutil.rmtree(out, ignore_errors=True)
+        return problems
+
+    for index in range(kills):
+        out = work / f"sweep-{index}"
+        argv = command("sweep", *SWEEP_ARGS, "--out", str(out))
+        kill_and_recover(result, "sweep", index, argv, argv, env, rng, out / names[0] / "checkpoint.pt", window, out, check,
+                         lambda out: all(same_run(out / name, reference / name) for name in names),
+                         "a resumed run differs from the uninterrupted one", log)
     return result
 
 
