@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
@@ -59,6 +60,25 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
+
+
+def load_json_object(path: str | Path, what: str, missing_ok: bool = False) -> dict[str, Any]:
+    """The JSON object in ``path``, as a one-line error naming the file otherwise (``what`` says whose
+    file it is); with ``missing_ok`` a missing file reads as ``{}``."""
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return {}
+    if path.is_dir():
+        raise EmpoError(f"{path}: a folder, expected {what}")
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise EmpoError(f"{path}: not text, expected {what} (JSON)") from None
+    except json.JSONDecodeError as exc:
+        raise EmpoError(f"{path}: not valid JSON ({exc}); expected {what}") from None
+    if not isinstance(data, dict):
+        raise EmpoError(f"{path}: expected a JSON object ({what}), got {type(data).__name__}")
+    return data
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from empo.config import load_yaml, save_yaml
+from empo.config import load_json_object, load_yaml, save_yaml
 from empo.errors import EmpoError
 from empo.utils import atomic_write_text, empo_home, git_commit
 
@@ -291,13 +291,7 @@ def resume(
         raise EmpoError(f"--resume {run_dir}: the run is for {config.task}, not {task}")
     if not (run_dir / CHECKPOINT).is_file():
         raise EmpoError(f"--resume {run_dir}: no {CHECKPOINT} (the run did not finish an epoch); start it again")
-    info_path = run_dir / RUN_JSON
-    try:
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    except json.JSONDecodeError as exc:
-        raise EmpoError(f"{info_path}: not valid JSON ({exc})") from None
-    if not isinstance(info, dict):
-        raise EmpoError(f"{info_path}: expected a JSON object")
+    info = load_json_object(run_dir / RUN_JSON, "the inputs of an empo-train run", missing_ok=True)
     return _run(config, run_dir, info, device, None, info.get("model_dir"), progress, threads, stop_after, log, resuming=True)
 
 

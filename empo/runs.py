@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib
-import json
 import logging
 import os
 import warnings
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from empo.config import load_yaml
+from empo.config import load_json_object, load_yaml
 from empo.errors import EmpoError
 from empo.loop.config import TrainConfig, config_from_dict
 from empo.loop.trainer import CHECKPOINT
@@ -100,16 +99,7 @@ def load_run(run_dir: str | Path) -> Run:
     policy = DeterministicPolicy(agent.actor.trunk, agent.actor.head, act_dim).eval()
 
     def read_json(name: str) -> dict[str, Any]:
-        path = run_dir / name
-        if not path.is_file():
-            return {}
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EmpoError(f"{path}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise EmpoError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        return data
+        return load_json_object(run_dir / name, f"the {name} of an empo-train run", missing_ok=True)
 
     progress_path = run_dir / "progress.csv"
     progress = list(csv.DictReader(progress_path.open(newline=""))) if progress_path.is_file() else []

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from empo.cli.common import existing_file, existing_folder, one_line
+from empo.config import load_json_object
 from empo.errors import EmpoError
 
 CHECKPOINT = "checkpoint.pt"
@@ -70,21 +71,6 @@ def folder_kind(path: Path) -> str | None:
     return None
 
 
-def read_json_object(path: Path, what: str) -> dict[str, Any]:
-    """The JSON object in ``path`` (``what`` says whose file it is, for the message)."""
-    if path.is_dir():
-        raise EmpoError(f"{path}: a folder, expected {what}")
-    try:
-        data = json.loads(path.read_text())
-    except UnicodeDecodeError:
-        raise EmpoError(f"{path}: not text, expected {what} (JSON)") from None
-    except json.JSONDecodeError as exc:
-        raise EmpoError(f"{path}: not valid JSON ({exc}); expected {what}") from None
-    if not isinstance(data, dict):
-        raise EmpoError(f"{path}: expected a JSON object ({what}), got {type(data).__name__}")
-    return data
-
-
 def load_torch_file(path: Path, what: str, weights_only: bool = True) -> dict[str, Any]:
     """A torch file that must hold a dict (``what`` names it: "a checkpoint of empo-train", ...)."""
     import pickle
@@ -134,7 +120,7 @@ def check_model_dir(model_dir: Path, option: str = "--model-dir") -> dict[str, A
         raise EmpoError(f"{option} {model_dir}: no trained model here ({missing} missing; expected the output of empo-model train)")
     existing_file(meta_path, option, "model description (JSON)")
     existing_file(weights_path, option, "model weights file")
-    meta = read_json_object(meta_path, "the model description of empo-model train")
+    meta = load_json_object(meta_path, "the model description of empo-model train")
     for key in ("kind", "obs_dim", "act_dim", "termination", "config"):
         if key not in meta:
             raise EmpoError(f"{meta_path}: missing key '{key}'")
@@ -166,7 +152,7 @@ def read_model_run(run_dir: Path, option: str = "--resume") -> dict[str, Any]:
     run_file = run_dir / RUN_JSON
     if not run_file.is_file():
         raise EmpoError(f"{option} {run_dir}: no {RUN_JSON} there (not a directory written by empo-model train)")
-    run = read_json_object(run_file, "the inputs of an empo-model train run")
+    run = load_json_object(run_file, "the inputs of an empo-model train run")
     if "model" not in run and folder_kind(run_dir) == "empo-train":
         raise EmpoError(f"{option} {run_dir}: a run folder of empo-train, expected a folder of empo-model train")
     for key in ("task", "model", "preset", "seed"):
@@ -330,7 +316,7 @@ def check_agent_run(run_dir: Path, option: str, task: str | None = None, resumin
         raise EmpoError(f"{checkpoint_path}: {exc}") from None
     info_path = run_dir / RUN_JSON
     if info_path.exists():
-        info = read_json_object(info_path, "the inputs of an empo-train run")
+        info = load_json_object(info_path, "the inputs of an empo-train run")
         model_dir = info.get("model_dir")
         if resuming and model_dir is not None:
             if not isinstance(model_dir, str):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from empo.config import load_json_object
 from empo.data.tasks import ENVS, EnvSpec
 from empo.errors import EmpoError
 from empo.utils import atomic_write, atomic_write_text, torch_threads
@@ -99,14 +100,7 @@ def _first_line(exc: BaseException) -> str:
 def read_state(out_dir: Path) -> dict[str, Any]:
     """``out_dir/state.json`` of a train-behaviour run ({} when there is none), checked to be a JSON object."""
     path = out_dir / "state.json"
-    if not path.is_file():
-        return {}
-    try:
-        state = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EmpoError(f"{path}: not valid JSON ({exc}); expected the state of an empo-data train-behaviour run") from None
-    if not isinstance(state, dict):
-        raise EmpoError(f"{path}: expected a JSON object (the state of a train-behaviour run), got {type(state).__name__}")
+    state = load_json_object(path, "the state of an empo-data train-behaviour run", missing_ok=True)
     for key, kind in (("evaluations", list), ("reached", dict)):
         if key in state and not isinstance(state[key], kind):
             raise EmpoError(f"{path}: '{key}' must be a {'list' if kind is list else 'mapping'}")
