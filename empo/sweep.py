@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from empo.config import from_dict, load_yaml
+from empo.config import from_dict, load_json_object, load_yaml
 from empo.errors import EmpoError
 from empo.utils import atomic_write_text
 
@@ -109,10 +109,9 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = (run_dir / "log.txt").open("a")
         with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
-            summary_path = run_dir / "summary.json"
-            if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished":
-                summary = json.loads(summary_path.read_text())
-                status = "skipped (finished before)"
+            previous = load_json_object(run_dir / "summary.json", "the summary of an empo-train run", missing_ok=True)
+            if previous.get("status") == "finished":
+                summary, status = previous, "skipped (finished before)"
             elif (run_dir / "checkpoint.pt").is_file():
                 summary = resume(run_dir, device=device, progress=False)
                 status = "finished"
