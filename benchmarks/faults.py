@@ -352,6 +352,19 @@ def kill_and_recover(
     shutil.rmtree(out, ignore_errors=True)
 
 
+def timed_reference(argv: list[str], env: dict[str, str], checkpoint: Path, what: str) -> tuple[float, float]:
+    """Run the uninterrupted reference; (seconds to its first ``checkpoint``, seconds after it)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not checkpoint.exists() and proc.poll() is None:
+        time.sleep(POLL)
+    first = time.monotonic() - t0
+    _, err = proc.communicate(timeout=TIMEOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {err}")
+    return first, time.monotonic() - t0 - first
+
+
 def phase_fit(work: Path, kills: int, rng: random.Random, log) -> PhaseResult:
     result = PhaseResult("model fit (empo-model train, ETM smoke, 30 epochs)")
     data = str(work / "hopper.hdf5")
@@ -359,16 +372,8 @@ def phase_fit(work: Path, kills: int, rng: random.Random, log) -> PhaseResult:
             "--no-progress", "--set", "etm.epochs=30", "--set", "etm.steps_per_epoch=20"]
     env = env_for(work)
     reference = work / "fit-reference"
-    t0 = time.monotonic()
-    proc = subprocess.Popen(command("model", *args, "--out", str(reference)), env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not (reference / "checkpoint.pt").exists() and proc.poll() is None:
-        time.sleep(POLL)
-    first = time.monotonic() - t0
-    _, err = proc.communicate(timeout=TIMEOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"reference fit failed: {err}")
-    window = time.monotonic() - t0 - first
+    first, window = timed_reference(command("model", *args, "--out", str(reference)), env, reference / "checkpoint.pt",
+                                    "reference fit")
     log(f"fit: reference {first + window:.1f} s, {window:.1f} s after the first checkpoint")
     for index in range(kills):
         out = work / f"fit-{index}"
@@ -398,16 +403,8 @@ def prepare_agent(work: Path, log) -> tuple[Path, float]:
             raise RuntimeError(f"the FTM fit failed: {fit.stderr}")
     reference = work / "agent-reference"
     if not (reference / "summary.json").exists():
-        t0 = time.monotonic()
-        proc = subprocess.Popen(command("train", *agent_args(work), "--run-dir", str(reference)), env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        while not (reference / "checkpoint.pt").exists() and proc.poll() is None:
-            time.sleep(POLL)
-        first = time.monotonic() - t0
-        _, err = proc.communicate(timeout=TIMEOUT)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the reference run failed: {err}")
-        window = time.monotonic() - t0 - first
+        first, window = timed_reference(command("train", *agent_args(work), "--run-dir", str(reference)), env,
+                                        reference / "checkpoint.pt", "the reference run")
         (work / "agent-window").write_text(str(window))
         log(f"agent: reference {first + window:.1f} s, {window:.1f} s after the first checkpoint")
     return reference, float((work / "agent-window").read_text())
