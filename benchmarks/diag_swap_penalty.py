@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from empo.data.tasks import get_task
+from empo.loop.algorithms import ALGORITHMS
 from empo.loop.config import resolve_config
 from empo.models import load_dynamics
 from empo.models.config import parse_overrides
@@ -55,7 +56,7 @@ def main() -> int:
     parser.add_argument("--states", type=Path, required=True, help="model whose next states, rewards and terminations are used")
     parser.add_argument("--penalty", type=Path, required=True, help="model whose penalty is used")
     parser.add_argument("--task", required=True)
-    parser.add_argument("--algo", default="empo", choices=("empo", "mopo"))
+    parser.add_argument("--algo", default="empo", choices=tuple(ALGORITHMS))
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as empo-train's")

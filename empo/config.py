@@ -109,7 +109,7 @@ def save_yaml(obj: Any, path: str | Path) -> None:
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
+        return value if isinstance(value, hint) else from_dict(hint, value, where)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
@@ -138,6 +138,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise EmpoError(f"{where}: expected a mapping, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is not Any:
+            return {key: _coerce(item, args[1], f"{where}.{key}") for key, item in value.items()}
         return dict(value)
     if hint is Any:
         return value

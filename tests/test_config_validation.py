@@ -17,8 +17,8 @@ def test_every_task_resolves_for_both_algorithms(task):
 
 def test_published_values():
     config = resolve_config("hopper-medium", "mopo", "paper")
-    assert (config.mopo.horizon, config.mopo.penalty_coef) == (5, 5.0)
-    assert (config.empo.horizon, config.empo.penalty_coef) == (5, 2.0)
+    assert (config.algorithms["mopo"].horizon, config.algorithms["mopo"].penalty_coef) == (5, 5.0)
+    assert (config.algorithms["empo"].horizon, config.algorithms["empo"].penalty_coef) == (5, 2.0)
     assert config.training.epochs == 3000 and config.training.steps_per_epoch == 1000
     assert config.training.real_ratio == 0.05 and config.training.batch_size == 256
     assert config.model_buffer_capacity == 50_000 * 5 * 5
@@ -35,8 +35,8 @@ def test_published_values():
     }
     for task, (horizon, coef) in expected.items():
         config = resolve_config(task, "mopo", "paper")
-        assert (config.mopo.horizon, config.mopo.penalty_coef) == (horizon, coef), task
-        assert config.empo.horizon == horizon
+        assert (config.algorithms["mopo"].horizon, config.algorithms["mopo"].penalty_coef) == (horizon, coef), task
+        assert config.algorithms["empo"].horizon == horizon
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -88,5 +88,5 @@ def test_quick_preset_raises_only_empos_penalty_coefficient():
     # the quick ETM needs a stronger penalty than the published 2.0 (configs/presets/quick.yaml)
     for task in ("hopper-medium", "halfcheetah-medium", "walker2d-medium-replay"):
         paper, quick = resolve_config(task, "empo", "paper"), resolve_config(task, "empo", "quick")
-        assert paper.empo.penalty_coef == 2.0 and quick.empo.penalty_coef == 5.0
-        assert quick.empo.horizon == paper.empo.horizon and quick.mopo == paper.mopo
+        assert paper.algorithms["empo"].penalty_coef == 2.0 and quick.algorithms["empo"].penalty_coef == 5.0
+        assert quick.algorithms["empo"].horizon == paper.algorithms["empo"].horizon and quick.algorithms["mopo"] == paper.algorithms["mopo"]

@@ -144,8 +144,8 @@ def test_rollout_keeps_raw_rewards_and_penalties_for_update_time_application():
 
 def test_empo_uses_the_authors_mechanism_and_mopo_its_own(tmp_path):
     paper = resolve_config("hopper-medium", "empo", "paper")
-    assert (paper.empo.penalty_at, paper.empo.penalty_decay, paper.empo.alpha_max) == ("update", True, 1.0)
-    assert (paper.mopo.penalty_at, paper.mopo.penalty_decay, paper.mopo.alpha_max) == ("rollout", False, None)
+    assert (paper.algorithms["empo"].penalty_at, paper.algorithms["empo"].penalty_decay, paper.algorithms["empo"].alpha_max) == ("update", True, 1.0)
+    assert (paper.algorithms["mopo"].penalty_at, paper.algorithms["mopo"].penalty_decay, paper.algorithms["mopo"].alpha_max) == ("rollout", False, None)
     with pytest.raises(EmpoError, match="penalty_at"):
         resolve_config("hopper-medium", "empo", "paper", overrides={"empo": {"penalty_at": "later"}})
     with pytest.raises(EmpoError, match="alpha_max"):

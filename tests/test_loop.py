@@ -15,6 +15,7 @@ from empo import pipeline
 from empo.errors import EmpoError
 from empo.loop.config import resolve_config
 from empo.loop.trainer import CSV_COLUMNS, Trainer
+from empo.runs import load_run
 from tests.test_loop_support import FakeDynamics, FakeStep, synthetic_transitions
 
 NON_TIMING = [c for c in CSV_COLUMNS if not c.startswith("time_") and c != "wall_time"]
@@ -222,3 +223,21 @@ def test_a_new_start_clears_the_logs_of_one_that_died_before_its_first_checkpoin
     pipeline.train_agent(config, run_dir, device="cpu", progress=False, log=said.append)
     assert [int(r["epoch"]) for r in read_rows(run_dir)] == [1, 2]
     assert any("ended before its first checkpoint" in line for line in said)
+
+
+def test_a_new_algorithm_is_one_registry_entry(tmp_path, synthetic_dataset, monkeypatch, capsys):
+    # MOPO's penalty mechanism on the energy model: no new config field, no branch in the loop
+    from empo.loop.algorithms import ALGORITHMS, AlgoConfig, Algorithm
+
+    monkeypatch.setitem(ALGORITHMS, "mopo-etm", Algorithm("MOPO on the ETM", lambda: AlgoConfig(model_kind="etm", horizon=2)))
+    config = resolve_config("hopper-medium", "mopo-etm", "smoke", overrides={"mopo-etm": {"penalty_coef": 0.5}})
+    assert (config.algorithm.model_kind, config.algorithm.horizon, config.algorithm.penalty_coef) == ("etm", 2, 0.5)
+    run_dir = tmp_path / "run"
+    argv = ["--task", "hopper-medium", "--algo", "mopo-etm", "--preset", "smoke", "--run-dir", str(run_dir), "--no-progress",
+            "--set", "mopo-etm.penalty_coef=0.5"]
+    assert train_cli.main(argv) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["algo"] == "mopo-etm"
+    saved = load_run(run_dir).config
+    assert saved.algorithm == config.algorithm and saved.algorithms["empo"] == config.algorithms["empo"]
+    assert "mopo-etm:" in (run_dir / "config.yaml").read_text()

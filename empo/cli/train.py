@@ -20,6 +20,7 @@ from empo.cli.common import (
     start_threads,
 )
 from empo.errors import EmpoError
+from empo.loop.algorithms import ALGORITHMS
 
 DESCRIPTION = """\
 Train an offline model-based agent (EMPO with an ETM ensemble, or MOPO with a Gaussian FTM
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", help="task name, e.g. hopper-medium (<hopper|halfcheetah|walker2d>-<level>)")
-    parser.add_argument("--algo", choices=("empo", "mopo"), default="empo", help="empo (ETM) or mopo (FTM); default empo")
+    parser.add_argument("--algo", choices=tuple(ALGORITHMS), default="empo",
+                        help="; ".join(f"{name}: {a.description}" for name, a in ALGORITHMS.items()) + "; default empo")
     parser.add_argument(
         "--preset",
         choices=("paper", "quick", "smoke"),

@@ -1,14 +1,20 @@
 """The training config: a dataclass tree validated strictly (unknown keys are errors naming them).
 
 Resolution order, later wins: dataclass defaults (the published settings, docs/training.md "Configuration")
+<- the algorithm's registry defaults (empo/loop/algorithms.py)
 <- ``configs/tasks/<task>.yaml`` (horizon and penalty per algorithm) <- ``configs/presets/<preset>.yaml``
 (cost: epochs, rollout batch, model preset) <- command-line overrides (``--set key=value``).
 The resolved config is written into the run directory as ``config.yaml``.
+
+Each registered algorithm has a section named after it at the top level of the dict and YAML form
+(``empo:``, ``mopo:``, so ``--set empo.penalty_coef=5``); in :class:`TrainConfig` they are the
+``algorithms`` mapping.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,50 +24,12 @@ import yaml
 from empo.agents.sac import SACConfig
 from empo.config import from_dict, merge
 from empo.errors import EmpoError
+from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
 
-ALGOS: tuple[str, ...] = ("empo", "mopo")
+__all__ = ["AlgoConfig", "ModelSection", "PRESETS", "RolloutConfig", "RuntimeConfig", "TrainConfig",
+           "TrainingConfig", "config_from_dict", "resolve_config"]
+
 PRESETS: tuple[str, ...] = ("paper", "quick", "smoke")
-
-
-@dataclass
-class AlgoConfig:
-    """What differs between EMPO and MOPO on one task."""
-
-    # "simulator": the real MuJoCo env stands in for the model (a perfect model, zero penalty):
-    # a diagnostic that tells loop/agent problems from model problems; not offline RL
-    model_kind: Literal["etm", "ftm", "simulator"] = "etm"
-    horizon: int = 5
-    penalty_coef: float = 2.0
-    # Where the penalty meets the reward. "update": the raw penalty is stored with each model
-    # transition and subtracted inside every critic target (the authors' EMPO); "rollout": taken
-    # off the reward once, when the rollout is stored (MOPO, as in OfflineRL-Kit).
-    penalty_at: Literal["update", "rollout"] = "rollout"
-    # coef * clamp(Q'(s') / decay_scale, 0, 1) per sample. At "update", Q' is that update's soft
-    # target value of s' (min target critic - alpha * log pi); at "rollout", the critics' min value.
-    penalty_decay: bool = False
-    decay_scale: float = 100.0
-    # Upper clamp of the SAC temperature used in the losses, applied after each update (the
-    # authors' EMPO clamps alpha to [0, 1]); None: no clamp.
-    alpha_max: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
-        if self.penalty_coef < 0:
-            raise ValueError(f"penalty_coef must be >= 0, got {self.penalty_coef}")
-        if self.decay_scale <= 0:
-            raise ValueError(f"decay_scale must be positive, got {self.decay_scale}")
-        if self.alpha_max is not None and not self.alpha_max > 0:
-            raise ValueError(f"alpha_max must be positive or null, got {self.alpha_max}")
-
-
-def _empo() -> AlgoConfig:
-    # the authors' EMPO: penalty inside the critic target, decay always on, alpha clamped to [0, 1]
-    return AlgoConfig(model_kind="etm", horizon=5, penalty_coef=2.0, penalty_at="update", penalty_decay=True, alpha_max=1.0)
-
-
-def _mopo() -> AlgoConfig:
-    return AlgoConfig(model_kind="ftm", horizon=5, penalty_coef=1.0)
 
 
 @dataclass
@@ -123,31 +91,44 @@ class ModelSection:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+def _default_algorithms() -> dict[str, AlgoConfig]:
+    return {name: algorithm.defaults() for name, algorithm in ALGORITHMS.items()}
+
+
 @dataclass
 class TrainConfig:
     task: str = "hopper-medium"
-    algo: Literal["empo", "mopo"] = "empo"
+    algo: str = "empo"  # a name in empo.loop.algorithms.ALGORITHMS
     preset: Literal["paper", "quick", "smoke"] = "paper"
     seed: int = 0
-    empo: AlgoConfig = field(default_factory=_empo)
-    mopo: AlgoConfig = field(default_factory=_mopo)
+    # every registered algorithm's setting on this task, by name (the chosen one is `algorithm`)
+    algorithms: dict[str, AlgoConfig] = field(default_factory=_default_algorithms)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     model: ModelSection = field(default_factory=ModelSection)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo: unknown algorithm {self.algo!r}; valid algorithms: {', '.join(ALGORITHMS)}")
+        self.algorithms = {**_default_algorithms(), **self.algorithms}
+
     @property
     def algorithm(self) -> AlgoConfig:
         """The settings of the chosen algorithm."""
-        return self.empo if self.algo == "empo" else self.mopo
+        return self.algorithms[self.algo]
 
     @property
     def model_buffer_capacity(self) -> int:
         return self.rollout.start_states * self.algorithm.horizon * self.rollout.retain_rollouts
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The dict (and config.yaml) form: each algorithm's section at the top level, after ``seed``."""
+        data = dataclasses.asdict(self)
+        sections = data.pop("algorithms")
+        head = {key: data.pop(key) for key in ("task", "algo", "preset", "seed")}
+        return {**head, **sections, **data}
 
 
 def _read_packaged_yaml(folder: str, name: str) -> dict[str, Any]:
@@ -173,6 +154,34 @@ def preset_config_dict(preset: str) -> dict[str, Any]:
     return _read_packaged_yaml("presets", preset)
 
 
+def _with_algorithm_sections(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The dict form -> :func:`from_dict`'s: top-level sections named after an algorithm move into
+    ``algorithms``, each over its algorithm's registry defaults (a partial section keeps the rest)."""
+    known = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "algorithms"] + list(ALGORITHMS)
+    for key in data:
+        if key not in known and key != "algorithms":
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise EmpoError(f"{where}: unknown key '{key}'{hint}; valid keys: {', '.join(sorted(known))}")
+    data = dict(data)
+    given = data.pop("algorithms", None) or {}
+    if not isinstance(given, dict):
+        raise EmpoError(f"{where}.algorithms: expected a mapping of algorithm names to settings, got {given!r}")
+    for name in list(data):
+        if name in ALGORITHMS:
+            given = merge(given, {name: data.pop(name)})
+    sections: dict[str, Any] = {}
+    for name, section in given.items():
+        if name not in ALGORITHMS:
+            raise EmpoError(f"{where}: unknown algorithm section '{name}'; valid algorithms: {', '.join(ALGORITHMS)}")
+        if not isinstance(section, dict):
+            raise EmpoError(f"{where}.{name}: expected a mapping of keys to values, got {section!r}")
+        sections[name] = from_dict(AlgoConfig, merge(dataclasses.asdict(get_algorithm(name).defaults()), section),
+                                   where=f"{where}.{name}")
+    data["algorithms"] = sections
+    return data
+
+
 def resolve_config(
     task: str,
     algo: str = "empo",
@@ -180,18 +189,20 @@ def resolve_config(
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Task YAML + preset YAML + overrides -> validated :class:`TrainConfig`."""
-    if algo not in ALGOS:
-        raise EmpoError(f"unknown algorithm '{algo}'; valid algorithms: {', '.join(ALGOS)}")
+    """Registry defaults + task YAML + preset YAML + overrides -> validated :class:`TrainConfig`."""
+    get_algorithm(algo)
     data = merge(task_config_dict(task), preset_config_dict(preset))
     data = merge(data, {"task": task, "algo": algo, "preset": preset, "seed": seed})
     if overrides:
         data = merge(data, overrides)
-    config = from_dict(TrainConfig, data, where=f"training config ({task}, {preset})")
+    config = config_from_dict(data, where=f"training config ({task}, {preset})")
     if config.task != task:
         raise EmpoError(f"training config: 'task' is {config.task!r} but the run is for {task!r}")
     return config
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config.yaml") -> TrainConfig:
-    return from_dict(TrainConfig, data, where=where)
+    """A :class:`TrainConfig` from its dict form (:meth:`TrainConfig.to_dict`, a run's config.yaml)."""
+    if not isinstance(data, dict):
+        raise EmpoError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
+    return from_dict(TrainConfig, _with_algorithm_sections(data, where), where=where)

@@ -23,7 +23,7 @@ import torch
 from empo.agents.sac import TargetPenalty
 
 if TYPE_CHECKING:
-    from empo.loop.config import AlgoConfig
+    from empo.loop.algorithms import AlgoConfig
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -257,7 +257,7 @@ class Trainer:
         self.recorder.write_summary(self.summary())
 
     def write_config(self) -> None:
-        save_yaml(self.config, self.run_dir / "config.yaml")
+        save_yaml(self.config.to_dict(), self.run_dir / "config.yaml")
 
     # ------------------------------------------------------------------------------------ phases
     def _sync(self) -> None:
