@@ -323,6 +323,7 @@ def _run(
     resuming: bool,
 ) -> dict[str, Any]:
     from empo.data.tasks import get_task
+    from empo.loop.agents import get_agent_spec
     from empo.loop.graphed import apply_tf32, check_runtime
     from empo.loop.trainer import Trainer
     from empo.models.dynamics import check_dynamics
@@ -333,6 +334,7 @@ def _run(
     device = resolve_device(device)
     model_config = model_config_for(config) if model is None and model_dir is None else None
     check_runtime(config.runtime, device)  # before the dataset and the model, which take minutes
+    get_agent_spec(config.agent).load(config.agent)  # a framework's agent needs its package installed
     apply_tf32(config.runtime, device)  # the model fit too runs under the run's TF32 setting
     seed_everything(config.seed)
     transitions = prepare_dataset(task.name, info.get("d4rl_path"), info.get("minari_id"), log=log)

@@ -30,17 +30,6 @@ from empo.loop.config import TrainConfig, config_from_dict
 from empo.loop.trainer import CHECKPOINT
 
 
-class DeterministicPolicy(nn.Module):
-    """obs [B, obs_dim] -> tanh(mean) [B, act_dim]: the trained actor's evaluation policy."""
-
-    def __init__(self, trunk: nn.Module, head: nn.Linear, act_dim: int) -> None:
-        super().__init__()
-        self.trunk, self.head, self.act_dim = trunk, head, act_dim
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.head(self.trunk(obs))[..., : self.act_dim])
-
-
 @dataclass
 class Run:
     """What one ``empo-train`` run folder holds."""
@@ -50,7 +39,7 @@ class Run:
     summary: dict[str, Any]
     progress: list[dict[str, str]]
     info: dict[str, Any]
-    policy: DeterministicPolicy
+    policy: nn.Module  # obs [B, obs_dim] -> deterministic actions [B, act_dim]
     epoch: int
     obs_dim: int
     act_dim: int
@@ -71,7 +60,8 @@ class Run:
 
 def load_run(run_dir: str | Path) -> Run:
     """Read a run folder of ``empo-train``; errors name the file and what was expected."""
-    from empo.agents.sac import SAC
+    from empo.data.tasks import get_task
+    from empo.loop.agents import load_policy
 
     run_dir = Path(run_dir)
     config_path, checkpoint_path = run_dir / "config.yaml", run_dir / CHECKPOINT
@@ -90,13 +80,11 @@ def load_run(run_dir: str | Path) -> Run:
     except Exception as exc:  # torch.load raises many types for a damaged file; a foreign dict lacks the keys
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EmpoError(f"{checkpoint_path}: cannot read the checkpoint of empo-train: {message}") from None
-    agent = SAC(obs_dim, act_dim, config.sac, device="cpu", seed=config.seed)
     try:
-        agent.actor.load_state_dict(agent_state["actor"])
-    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        policy = load_policy(config, get_task(config.task), agent_state)
+    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EmpoError(f"{checkpoint_path}: the actor does not match config.yaml's sac settings: {message}") from None
-    policy = DeterministicPolicy(agent.actor.trunk, agent.actor.head, act_dim).eval()
+        raise EmpoError(f"{checkpoint_path}: the actor does not match config.yaml's settings: {message}") from None
 
     def read_json(name: str) -> dict[str, Any]:
         return load_json_object(run_dir / name, f"the {name} of an empo-train run", missing_ok=True)

@@ -154,14 +154,14 @@ def test_empo_uses_the_authors_mechanism_and_mopo_its_own(tmp_path):
     data = synthetic_transitions(n=300).qlearning().to_tensors("cpu")
     smoke = resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"eval_episodes": 0}})
     trainer = Trainer(smoke, data, FakeDynamics(), tmp_path / "empo", progress=False)
-    assert trainer.agent.target_penalty == TargetPenalty(2.0, True, 100.0) and trainer.agent.alpha_max == 1.0
+    assert trainer.agent.sac.target_penalty == TargetPenalty(2.0, True, 100.0) and trainer.agent.sac.alpha_max == 1.0
     trainer.do_rollout()
     stored = trainer.model_buffer.storage
     size = len(trainer.model_buffer)
     assert stored["penalties"][:size].abs().sum() > 0  # raw penalties kept for the critic target
     mopo = resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"eval_episodes": 0}})
     trainer = Trainer(mopo, data, FakeDynamics(), tmp_path / "mopo", progress=False)
-    assert trainer.agent.target_penalty is None and trainer.agent.alpha_max is None
+    assert trainer.agent.sac.target_penalty is None and trainer.agent.sac.alpha_max is None
 
 
 def test_etm_trainer_uses_the_configured_reduction():

@@ -288,8 +288,9 @@ def check_agent_run(run_dir: Path, option: str, task: str | None = None, resumin
         raise EmpoError(f"{checkpoint_path}: a checkpoint of empo-model train (a model fit), expected one of empo-train")
     _require_keys(state, AGENT_CHECKPOINT_KEYS, checkpoint_path, "a checkpoint of empo-train")
     agent = state["agent"]
-    if not isinstance(agent, dict) or not isinstance(agent.get("actor"), dict):
-        raise EmpoError(f"{checkpoint_path}: 'agent' does not hold the SAC agent's weights")
+    weights = "actor" if config.agent == "sac" else "parameters"  # the built-in SAC's, or a framework agent's
+    if not isinstance(agent, dict) or not isinstance(agent.get(weights), dict):
+        raise EmpoError(f"{checkpoint_path}: 'agent' does not hold the {config.agent} agent's weights")
     dims = (agent.get("obs_dim"), agent.get("act_dim"))
     if dims != (task_spec.obs_dim, task_spec.act_dim):
         raise EmpoError(
@@ -303,10 +304,10 @@ def check_agent_run(run_dir: Path, option: str, task: str | None = None, resumin
             f"{config.algo} on {config.task}"
         )
     _whole(state["epoch"], checkpoint_path, "epoch")
-    from empo.agents.sac import SAC
+    from empo.loop.agents import check_agent_state
 
     try:
-        SAC(task_spec.obs_dim, task_spec.act_dim, config.sac, device="cpu", seed=0).load_state_dict(agent)
+        check_agent_state(config, task_spec, agent)
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EmpoError(
             f"{checkpoint_path}: the agent (actor, critics, optimisers) does not match config.yaml's sac settings "

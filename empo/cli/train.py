@@ -20,6 +20,7 @@ from empo.cli.common import (
     start_threads,
 )
 from empo.errors import EmpoError
+from empo.loop.agents import AGENTS
 from empo.loop.algorithms import ALGORITHMS
 
 DESCRIPTION = """\
@@ -52,6 +53,7 @@ examples:
   empo-train --task hopper-medium
   empo-train --task hopper-medium --algo mopo --preset quick --seed 1
   empo-train --task walker2d-medium-replay --set training.epochs=500 --set runtime.cuda_graph=true
+  empo-train --task hopper-medium --preset quick --agent sb3-sac
   empo-train --resume runs/hopper-medium-empo-paper-s0-20250101-120000
 """
 
@@ -66,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", help="task name, e.g. hopper-medium (<hopper|halfcheetah|walker2d>-<level>)")
     parser.add_argument("--algo", choices=tuple(ALGORITHMS), default="empo",
                         help="; ".join(f"{name}: {a.description}" for name, a in ALGORITHMS.items()) + "; default empo")
+    parser.add_argument(
+        "--agent", choices=tuple(AGENTS), default=None,
+        help="who learns from the loop's data: " + "; ".join(f"{name}: {a.description}" for name, a in AGENTS.items())
+        + " (docs/integrations.md); default sac",
+    )
     parser.add_argument(
         "--preset",
         choices=("paper", "quick", "smoke"),
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume is not None:
         if args.set:
             raise EmpoError("--set cannot change a run being resumed (its config.yaml is fixed)")
-        for option in ("model_dir", "run_dir", "d4rl_path", "minari_id"):
+        for option in ("model_dir", "run_dir", "d4rl_path", "minari_id", "agent"):
             if getattr(args, option) is not None:
                 name = "--" + option.replace("_", "-")
                 raise EmpoError(f"{name} cannot be given with --resume (the run keeps the inputs it started with)")
@@ -124,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.task is None:
             raise EmpoError("give --task (e.g. --task hopper-medium) or --resume RUN_DIR")
         preset = args.preset or pipeline.default_preset(device)
-        config = resolve_config(args.task, args.algo, preset, args.seed, parse_overrides(args.set))
+        overrides = parse_overrides(args.set)
+        if args.agent is not None:
+            overrides["agent"] = args.agent
+        config = resolve_config(args.task, args.algo, preset, args.seed, overrides)
         if not 0 <= config.seed <= SEED_MAX:
             raise EmpoError(f"training config: seed {config.seed} is out of range, expected a whole number from 0 to {SEED_MAX:,}")
         model_config = pipeline.model_config_for(config)  # the model settings too are checked before any slow work

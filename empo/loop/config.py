@@ -24,6 +24,7 @@ import yaml
 from empo.agents.sac import SACConfig
 from empo.config import from_dict, merge
 from empo.errors import EmpoError
+from empo.loop.agents import AGENTS, unsupported_settings
 from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
 
 __all__ = ["AlgoConfig", "ModelSection", "PRESETS", "RolloutConfig", "RuntimeConfig", "TrainConfig",
@@ -101,6 +102,9 @@ class TrainConfig:
     algo: str = "empo"  # a name in empo.loop.algorithms.ALGORITHMS
     preset: Literal["paper", "quick", "smoke"] = "paper"
     seed: int = 0
+    # who learns from the loop's data: a name in empo.loop.agents.AGENTS (sac: the built-in SAC;
+    # sb3-sac, tianshou-sac: those frameworks' SAC, docs/integrations.md)
+    agent: str = "sac"
     # every registered algorithm's setting on this task, by name (the chosen one is `algorithm`)
     algorithms: dict[str, AlgoConfig] = field(default_factory=_default_algorithms)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -112,7 +116,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo: unknown algorithm {self.algo!r}; valid algorithms: {', '.join(ALGORITHMS)}")
+        if self.agent not in AGENTS:
+            raise ValueError(f"agent: unknown agent {self.agent!r}; valid agents: {', '.join(AGENTS)}")
         self.algorithms = {**_default_algorithms(), **self.algorithms}
+        unsupported = unsupported_settings(self)
+        if unsupported:
+            raise ValueError(
+                f"agent {self.agent!r} cannot run {', '.join(unsupported)} (only the built-in agent 'sac' can); "
+                f"with this agent set {self.algo}.penalty_at=rollout, {self.algo}.alpha_max=null and "
+                "runtime.cuda_graph=false (the quick preset's EMPO and MOPO already run so)"
+            )
 
     @property
     def algorithm(self) -> AlgoConfig:
@@ -127,7 +140,7 @@ class TrainConfig:
         """The dict (and config.yaml) form: each algorithm's section at the top level, after ``seed``."""
         data = dataclasses.asdict(self)
         sections = data.pop("algorithms")
-        head = {key: data.pop(key) for key in ("task", "algo", "preset", "seed")}
+        head = {key: data.pop(key) for key in ("task", "algo", "preset", "seed", "agent")}
         return {**head, **sections, **data}
 
 

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from empo.agents.sac import SAC
 from empo.config import save_yaml
 from empo.data.tasks import Task, get_task
 from empo.errors import EmpoError
+from empo.loop.agents import AgentContext, LoopAgent, build_agent
 from empo.loop.buffers import TransitionBuffer
 from empo.loop.config import TrainConfig
-from empo.loop.graphed import GraphedSACStep, SACStep, apply_tf32, check_runtime, sync_debug
+from empo.loop.graphed import apply_tf32, check_runtime, sync_debug
 from empo.loop.penalty import Penalty
 from empo.loop.rollout import rollout
 from empo.models.dynamics import Dynamics, check_dynamics
@@ -118,19 +118,7 @@ class Trainer:
         self.model_buffer = TransitionBuffer(
             config.model_buffer_capacity, self.task.obs_dim, self.task.act_dim, self.device
         )
-        algo = config.algorithm
-        self.penalty = Penalty.of(algo)  # where and how the model's uncertainty meets the reward
-        self.agent = SAC(
-            self.task.obs_dim,
-            self.task.act_dim,
-            config.sac,
-            device=self.device,
-            seed=config.seed,
-            total_lr_steps=config.training.epochs,
-            target_penalty=self.penalty.target_penalty(),
-            alpha_max=algo.alpha_max,
-            capturable=config.runtime.cuda_graph,
-        )
+        self.penalty = Penalty.of(config.algorithm)  # where and how the model's uncertainty meets the reward
         # separate streams so that changing one consumer (e.g. the rollout batch) leaves the others' draws alone
         self.sample_generator = torch.Generator(device=self.device)
         self.sample_generator.manual_seed(config.seed * 7919 + 11)
@@ -147,12 +135,14 @@ class Trainer:
         self.status = "running"
         self.final_eval: dict[str, Any] | None = None
         self.recorder = RunRecorder(self.run_dir, "progress.csv", CSV_COLUMNS, CHECKPOINT)  # CSV, TensorBoard, checkpoint
-        # one SAC step (batch, update, metric sums); replayed as a CUDA graph with runtime.cuda_graph
-        step_class = GraphedSACStep if config.runtime.cuda_graph else SACStep
-        self.sac_step = step_class(
-            self.agent, self.real_buffer, self.model_buffer, config.training.batch_size, config.training.real_ratio,
-            self.sample_generator, UPDATE_METRICS, torch.zeros(len(UPDATE_METRICS), device=self.device),
-        )
+        # the learner (empo/loop/agents.py): it draws its mixed batches from the two buffers and
+        # adds its update metrics into metric_sums
+        self.metric_sums = torch.zeros(len(UPDATE_METRICS), device=self.device)
+        self.agent: LoopAgent = build_agent(AgentContext(
+            config, self.task, self.device, self.real_buffer, self.model_buffer, self.sample_generator, self.penalty,
+            UPDATE_METRICS, self.metric_sums,
+        ))
+        self.reported = [name in self.agent.metric_names for name in UPDATE_METRICS]
 
     # ------------------------------------------------------------------------------------ setup
     def _check_model_shapes(self) -> None:
@@ -236,6 +226,7 @@ class Trainer:
         return {
             "task": self.config.task,
             "algo": self.config.algo,
+            "agent": self.config.agent,
             "seed": self.config.seed,
             "preset": self.config.preset,
             "status": self.status,
@@ -286,14 +277,15 @@ class Trainer:
         """One epoch; returns the CSV row. Raises EmpoError when a loss or model output is not finite."""
         cfg = self.config
         every = cfg.rollout.every
-        metric_sums = self.sac_step.metric_sums
+        metric_sums = self.metric_sums
         metric_sums.zero_()
         rollout_sums = torch.zeros(len(ROLLOUT_METRICS), device=self.device)
         nonfinite_model = torch.zeros((), device=self.device)
         rollouts = 0
         time_rollout = 0.0
         epoch_start = time.perf_counter()
-        for _ in range(cfg.training.steps_per_epoch):
+        remaining = cfg.training.steps_per_epoch
+        while remaining > 0:
             if self.updates % every == 0:
                 self._sync()
                 t0 = time.perf_counter()
@@ -303,15 +295,19 @@ class Trainer:
                 rollouts += 1
                 self._sync()
                 time_rollout += time.perf_counter() - t0
+            steps = min(remaining, every - self.updates % every)  # the updates up to the next rollout
             with sync_debug(cfg.runtime.sync_debug):
-                self.sac_step()
-            self.updates += 1
-        self.agent.step_lr_schedule()
+                self.agent.train(steps)
+            self.updates += steps
+            remaining -= steps
+        self.agent.end_epoch()
         # the one host read of the epoch: metrics and the divergence guard together
         host = torch.cat([metric_sums, rollout_sums, nonfinite_model.reshape(1)]).cpu()
         time_update = time.perf_counter() - epoch_start - time_rollout
         means = host[: len(UPDATE_METRICS)] / cfg.training.steps_per_epoch
-        bad = [name for name, value in zip(UPDATE_METRICS, means.tolist(), strict=True) if not math.isfinite(value)]
+        means[~torch.tensor(self.reported)] = float("nan")  # metrics the agent does not report
+        bad = [name for name, value, reported in zip(UPDATE_METRICS, means.tolist(), self.reported, strict=True)
+               if reported and not math.isfinite(value)]
         nonfinite_outputs = int(host[-1])
         if nonfinite_outputs or not all(math.isfinite(v) for v in host[len(UPDATE_METRICS) : -1].tolist()):
             bad.append(f"model outputs ({nonfinite_outputs} non-finite values in rollouts)")
@@ -425,7 +421,8 @@ class Trainer:
         """The run's main settings and final figures as TensorBoard hparams (compare runs by config)."""
         cfg, algo, summary = self.config, self.config.algorithm, self.summary()
         hparams = {
-            "task": cfg.task, "algo": cfg.algo, "preset": cfg.preset, "seed": cfg.seed, "model_kind": algo.model_kind,
+            "task": cfg.task, "algo": cfg.algo, "agent": cfg.agent, "preset": cfg.preset, "seed": cfg.seed,
+            "model_kind": algo.model_kind,
             "model_preset": cfg.model.preset, "horizon": algo.horizon, "penalty_coef": algo.penalty_coef,
             "penalty_at": algo.penalty_at, "penalty_decay": algo.penalty_decay, "real_ratio": cfg.training.real_ratio,
             "epochs": cfg.training.epochs, "start_states": cfg.rollout.start_states,

@@ -1,0 +1,170 @@
+"""stable-baselines3's SAC as the agent of EMPO's loop (``agent: sb3-sac``, ``empo-train --agent sb3-sac``).
+
+The loop keeps its data, rollouts and evaluation (empo/loop/trainer.py); SB3's SAC learns through
+its own ``train()`` from :class:`MixedReplayBuffer`, an SB3 replay buffer whose ``sample`` draws
+the loop's mixed batches (real transitions at ``training.real_ratio``, the rest from the model
+buffer that the rollouts refresh every ``rollout.every`` updates). Nothing is added to it: the
+loop fills the buffers it reads.
+
+Settings mapped from the run config's ``sac:`` section: hidden sizes, gamma, tau, batch size,
+target entropy (-|A|), initial temperature. SB3 has one learning rate for actor, critics and
+temperature: ``sac.critic_lr`` (3e-4, SB3's default too), constant (the built-in SAC decays the
+actor's, 1e-4, by a cosine). SB3's critics have no LayerNorm (``sac.critic_layer_norm`` is not
+applied) and its actor clamps the log-std to [-20, 2]. See docs/integrations.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from torch import nn
+
+from empo.data.tasks import Task
+from empo.errors import EmpoError
+from empo.loop.agents import AgentContext
+from empo.loop.config import TrainConfig
+
+# SB3's logged figure -> the loop's metric name
+METRICS = {"train/critic_loss": "critic_loss", "train/actor_loss": "actor_loss", "train/ent_coef_loss": "alpha_loss",
+           "train/ent_coef": "alpha"}
+
+
+class MixedReplayBuffer(ReplayBuffer):
+    """An SB3 replay buffer that serves the EMPO loop's mixed batches (``context.mixed_batch``)."""
+
+    def __init__(self, buffer_size: int, observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device | str = "auto", n_envs: int = 1, context: AgentContext | None = None,
+                 **kwargs: Any) -> None:
+        # SB3 allocates numpy storage of buffer_size rows; the data lives in the loop's buffers instead
+        super().__init__(1, observation_space, action_space, device, n_envs, **kwargs)
+        self.context = context
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        raise EmpoError("MixedReplayBuffer is filled by the EMPO loop (dataset and model rollouts), not by SB3's collection")
+
+    def sample(self, batch_size: int, env: Any = None) -> ReplayBufferSamples:
+        if self.context is None:
+            raise EmpoError("MixedReplayBuffer has no loop context to draw from")
+        batch = self.context.mixed_batch(batch_size)
+        return ReplayBufferSamples(
+            batch["observations"], batch["actions"], batch["next_observations"],
+            batch["terminals"].unsqueeze(1), batch["rewards"].unsqueeze(1),
+        )
+
+
+class _SpacesOnly(gym.Env):
+    """What SB3's constructor reads (the spaces); the loop never steps it."""
+
+    def __init__(self, task: Task) -> None:
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (task.obs_dim,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (task.act_dim,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        raise EmpoError("the sb3-sac agent learns from the EMPO loop's buffers; its env is never reset")
+
+    def step(self, action: Any) -> Any:
+        raise EmpoError("the sb3-sac agent learns from the EMPO loop's buffers; its env is never stepped")
+
+
+def make_sac(config: TrainConfig, task: Task, device: torch.device | str, context: AgentContext | None = None) -> SAC:
+    sac_config = config.sac
+    target_entropy: Any = "auto" if sac_config.target_entropy is None else float(sac_config.target_entropy)
+    sac = SAC(
+        "MlpPolicy",
+        _SpacesOnly(task),
+        learning_rate=sac_config.critic_lr,
+        buffer_size=1,
+        batch_size=config.training.batch_size,
+        tau=sac_config.tau,
+        gamma=sac_config.gamma,
+        ent_coef=f"auto_{sac_config.init_alpha}" if sac_config.auto_alpha else sac_config.init_alpha,
+        target_entropy=target_entropy,
+        replay_buffer_class=MixedReplayBuffer,
+        replay_buffer_kwargs={"context": context},
+        policy_kwargs={"net_arch": list(sac_config.hidden_sizes)},
+        seed=config.seed,
+        device=device,
+        verbose=0,
+    )
+    sac.set_logger(configure(None, []))  # train() records its losses; the loop reads them (no files)
+    return sac
+
+
+class SB3Agent:
+    def __init__(self, context: AgentContext) -> None:
+        self.context = context
+        self.sac = make_sac(context.config, context.task, context.device, context)
+        self.obs_dim, self.act_dim = context.task.obs_dim, context.task.act_dim
+        self.metric_names = tuple(METRICS.values()) if context.config.sac.auto_alpha else ("critic_loss", "actor_loss", "alpha")
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        # SB3's actor samples from torch's global generator (the loop checkpoints its state)
+        return self.sac.actor(obs, deterministic=deterministic)
+
+    @torch.no_grad()
+    def q_value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.sac.critic(obs, act), dim=1).min(dim=1).values
+
+    def train(self, steps: int) -> None:
+        self.sac.train(gradient_steps=steps, batch_size=self.context.config.training.batch_size)
+        logged = self.sac.logger.name_to_value
+        self.context.add_metrics({name: logged[key] for key, name in METRICS.items() if key in logged}, steps)
+        self.sac.logger.dump()  # clears the recorded values (no output formats)
+
+    def end_epoch(self) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        log_ent_coef = getattr(self.sac, "log_ent_coef", None)
+        return {
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "framework": "stable-baselines3",
+            "parameters": self.sac.get_parameters(),  # policy (actor, critics, targets) and optimisers
+            "log_ent_coef": None if log_ent_coef is None else log_ent_coef.detach().clone(),
+            "n_updates": self.sac._n_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("framework") != "stable-baselines3":
+            raise EmpoError(f"the checkpoint's agent state is not stable-baselines3's SAC (framework: {state.get('framework')})")
+        self.sac.set_parameters(state["parameters"], exact_match=True, device=self.context.device)
+        if state.get("log_ent_coef") is not None:
+            with torch.no_grad():
+                self.sac.log_ent_coef.copy_(state["log_ent_coef"])
+        self.sac._n_updates = int(state["n_updates"])
+
+
+class DeterministicActor(nn.Module):
+    """obs [B, obs_dim] -> tanh(mean) [B, act_dim] of SB3's actor."""
+
+    def __init__(self, actor: nn.Module) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs, deterministic=True)
+
+
+def build(context: AgentContext) -> SB3Agent:
+    return SB3Agent(context)
+
+
+def policy(config: TrainConfig, task: Task, state: dict[str, Any]) -> nn.Module:
+    sac = make_sac(config, task, "cpu")
+    sac.policy.load_state_dict(state["parameters"]["policy"])
+    return DeterministicActor(sac.actor).eval()
+
+
+def check_state(config: TrainConfig, task: Task, state: dict[str, Any]) -> None:
+    if state.get("framework") != "stable-baselines3":
+        raise ValueError(f"not stable-baselines3's SAC (framework: {state.get('framework')})")
+    make_sac(config, task, "cpu").set_parameters(state["parameters"], exact_match=True, device="cpu")
