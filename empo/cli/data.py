@@ -136,6 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy the resulting policies into the package's shipped policies (for maintainers)",
     )
 
+    suite = sub.add_parser(
+        "suite",
+        help="build a shipped policy suite for off-policy evaluation, or recompute its true values",
+        description=(
+            "A suite is ENV's policies of graded quality (empo-ope --policies suite): with --from, COUNT snapshots of a "
+            "behaviour-training run (empo-data train-behaviour ENV-expert --suite-every 25000 keeps them in OUT/suite/) "
+            "spread evenly over their evaluated returns, plus uniform random actions, copied into the package "
+            "(empo/data/policies/suites/ENV/, for maintainers) with each policy's true value: the mean discounted "
+            "return of --episodes real episodes, cached in the suite's index.json. Without --from, the true values "
+            "of the shipped suite are recomputed. Halfcheetah: 12 policies x 10 episodes took about 2 minutes."
+        ),
+    )
+    suite.add_argument("env", choices=("hopper", "halfcheetah", "walker2d"), help="the env")
+    suite.add_argument("--from", dest="sources", type=Path, nargs="+", metavar="DIR",
+                       help="behaviour actors: train-behaviour output folders (their suite/ is searched) or .pt files")
+    suite.add_argument("--count", type=int_range(2, 100), default=11, help="how many snapshots (default 11, + random)")
+    suite.add_argument("--episodes", type=int_range(1, MAX_EPISODES), default=10, help="real episodes per true value (default 10)")
+    add_seed_argument(suite, help="first env seed of the true-value episodes")
+    suite.add_argument("--out", type=Path, help="suites folder (default: the package's empo/data/policies/suites)")
+    suite.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("list", help="list every task, whether it is built, and where")
 
     info = sub.add_parser("info", help="statistics of a task's dataset")
@@ -243,7 +264,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "train-behaviour": cmd_train_behaviour, "list": cmd_list, "info": cmd_info}
+def cmd_suite(args: argparse.Namespace) -> int:
+    from empo.evaluation.suites import build_suite, recompute_true_values
+
+    progress = not args.no_progress
+    if args.sources:
+        command = f"empo-data suite {args.env} --from {' '.join(map(str, args.sources))} --count {args.count} --episodes {args.episodes}"
+        index = build_suite(args.env, args.sources, args.count, args.episodes, seed=args.seed, out_root=args.out,
+                            source_command=command, progress=progress)
+    else:
+        index = recompute_true_values(args.env, args.episodes, seed=args.seed, root=args.out, progress=progress)
+    for entry in index["policies"]:
+        trained = "" if entry["training_return"] is None else f", training return {entry['training_return']:.0f}"
+        print(f"{entry['name']:<28} true value {entry['true_value']:9.1f} +- {entry['true_stderr']:.1f}"
+              f" ({entry['train_steps']:,} SAC steps{trained})")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "train-behaviour": cmd_train_behaviour, "suite": cmd_suite, "list": cmd_list, "info": cmd_info}
 
 
 @cli_entry

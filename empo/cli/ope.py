@@ -31,11 +31,13 @@ Models come from --model-dir, else from the model cache (the one empo-train uses
 """
 
 EPILOG = """\
-policies (--policies, any mix): random; an empo-train run folder; a file of empo-export (.pt2,
+policies (--policies, any mix): suite (the env's shipped suite of graded policies, with cached true
+values; empo-data suite builds one); random; an empo-train run folder; a file of empo-export (.pt2,
 TorchScript, .onnx); a behaviour actor (.pt of empo-data train-behaviour, e.g. its suite/ folder);
 a stable-baselines3 SAC .zip; a folder of such files.
 
 examples:
+  empo-ope --task halfcheetah-medium --policies suite --preset quick
   empo-ope --task hopper-medium --policies random empo/data/policies/hopper-medium.pt runs/my-run
   empo-ope --task hopper-medium --policies ~/.empo/behaviour/hopper/suite --estimators etm fqe --preset quick
 """

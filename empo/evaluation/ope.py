@@ -99,7 +99,7 @@ def _on_cpu(module: nn.Module) -> PolicyFn:
 
 
 def load_policy(spec: str | Path, task: Task) -> list[OPEPolicy]:
-    """The policies named by ``spec``: ``random``; an empo-train run folder; a folder of policy files;
+    """The policies named by ``spec``: ``suite`` (the env's shipped suite); ``random``; an empo-train run folder; a folder of policy files;
     a file of empo-export (.pt2, TorchScript, .onnx); a behaviour actor of ``empo-data train-behaviour``
     (``.pt`` with ``state_dict`` and ``meta``, as the shipped ones); a stable-baselines3 ``.zip``.
     Each is checked to take ``task``'s observations and give its actions (one-line error otherwise).
@@ -108,6 +108,10 @@ def load_policy(spec: str | Path, task: Task) -> list[OPEPolicy]:
     from empo.runs import load_policy_file, load_run
 
     spec_str = str(spec)
+    if spec_str == "suite":  # the env's shipped suite (empo/evaluation/suites.py), with cached true values
+        from empo.evaluation.suites import read_suite, suite_dir, suite_policies
+
+        return suite_policies(read_suite(task.env.name), suite_dir(task.env.name), task)
     if spec_str == "random":
         return [_checked(OPEPolicy("random", _on_cpu(_UniformRandom(task.act_dim)), "uniform random actions"), task)]
     path = Path(spec)
@@ -221,6 +225,25 @@ def true_values(
         for env in envs:
             env.close()
     return np.asarray(means), np.asarray(errors)
+
+
+def true_values_cached(
+    policies: Sequence[OPEPolicy], task: Task, episodes: int = 10, gamma: float = GAMMA, seed: int = 0, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`true_values`, taking a shipped suite's cached value (``meta["cached_true_value"]``) where it
+    was computed with the same episodes, gamma and seed; returns (values, errors, how many were cached)."""
+    values, errors = np.full(len(policies), np.nan), np.full(len(policies), np.nan)
+    missing = []
+    for i, policy in enumerate(policies):
+        cached = policy.meta.get("cached_true_value")
+        if cached is not None and (cached[2].get("episodes"), cached[2].get("gamma"), cached[2].get("seed")) == (episodes, gamma, seed):
+            values[i], errors[i] = cached[0], cached[1]
+        else:
+            missing.append(i)
+    if missing:
+        computed, computed_err = true_values([policies[i] for i in missing], task, episodes, gamma, seed, progress=progress)
+        values[missing], errors[missing] = computed, computed_err
+    return values, errors, len(policies) - len(missing)
 
 
 def initial_states(dataset: Transitions, count: int, seed: int = 0) -> np.ndarray:

@@ -19,7 +19,15 @@ import numpy as np
 import torch
 
 from empo.errors import EmpoError
-from empo.evaluation.ope import FQE, GAMMA, ModelEstimator, bootstrap_intervals, load_policies, ope_metrics, true_values
+from empo.evaluation.ope import (
+    FQE,
+    GAMMA,
+    ModelEstimator,
+    bootstrap_intervals,
+    load_policies,
+    ope_metrics,
+    true_values_cached,
+)
 from empo.utils import git_commit
 
 ESTIMATORS = ("etm", "ftm", "fqe")
@@ -98,8 +106,10 @@ def run_ope(
     dataset = prepare_dataset(task.name, log=log)
 
     started = time.perf_counter()
-    true, true_err = true_values(policies, task, config.episodes, config.gamma, config.seed, progress=progress)
+    true, true_err, cached = true_values_cached(policies, task, config.episodes, config.gamma, config.seed, progress=progress)
     timings = {"true_values_s": time.perf_counter() - started}
+    if cached:
+        log(f"true values: {cached} of {len(policies)} from the suite's cache (same episodes, gamma and seed)")
 
     estimates: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
