@@ -235,3 +235,31 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert model.kind == "ftm"
     with pytest.raises(EmpoError, match="no checkpoint.pt"):
         train_dynamics(data, task, cfg, tmp_path / "empty", progress=False, resume=True)
+
+
+def test_etm_mean_head_is_trained_saved_and_starts_the_sampler(tmp_path):
+    task = get_task("hopper-medium")
+    data = synthetic_transitions(n=2000)
+    warm = {"mean_head": True, "epochs": 10, "steps_per_epoch": 40, "train_langevin": {"steps": 5},
+            "rollout_langevin": {"init": "mean_head", "steps": 0}}
+    model = train_dynamics(data, task, load_model_config("etm", "smoke", {"etm": warm}), tmp_path / "m", progress=False)
+    assert model.mean_head is not None
+    obs, act = torch.as_tensor(data.observations[:500]), torch.as_tensor(data.actions[:500])
+    target = torch.cat([torch.as_tensor(data.next_observations[:500]) - obs, torch.as_tensor(data.rewards[:500])[:, None]], -1)
+    x = model.input_scaler(torch.cat([obs, act], -1))
+    with torch.no_grad():
+        guess = model.target_scaler.inverse(model.mean_head(x))
+    # the head learned the toy dynamics: well below the error of predicting no change
+    assert (guess - target).square().mean() < 0.2 * target.square().mean()
+    # a 0-step sampler starting from the head returns the head's prediction, for every member
+    samples = model.sample_members(obs, act, model.config.etm.rollout_langevin)
+    assert torch.allclose(samples, guess.unsqueeze(0).expand_as(samples), atol=1e-5)
+    loaded = load_dynamics(tmp_path / "m", task)
+    assert torch.allclose(loaded.sample_members(obs, act, loaded.config.etm.rollout_langevin), samples, atol=1e-6)
+
+
+def test_a_mean_head_start_needs_the_mean_head():
+    with pytest.raises(EmpoError, match="rollout_langevin.init is mean_head, which needs mean_head: true"):
+        load_model_config("etm", "smoke", {"etm": {"rollout_langevin": {"init": "mean_head"}}})
+    with pytest.raises(EmpoError, match="train_langevin.init: mean_head is for inference samplers"):
+        load_model_config("etm", "smoke", {"etm": {"mean_head": True, "train_langevin": {"init": "mean_head"}}})

@@ -38,7 +38,9 @@ class LangevinConfig:
     move_clip: float = 0.5  # elementwise clamp of each step's move
     bound: float = 1.1  # values clamped to [-bound, bound] (targets are scaled to [-1, 1])
     chains: int = 1  # chains per input; the lowest-energy last iterate is returned
-    init: Literal["zeros", "uniform"] = "zeros"  # start of the chains when no warm start is given
+    # start of the chains when no warm start is given; "mean_head": the ETM's mean-regression head's
+    # prediction (needs etm.mean_head: true), the cheap warm start of sampler-steps-*-cpu.md
+    init: Literal["zeros", "uniform", "mean_head"] = "zeros"
     # True: t / (steps - 1), the last step uses step_size_end (the authors' code). False: t / steps,
     # which stops above step_size_end (this project before 2026-11-26; kept to reproduce old runs).
     step_size_reaches_end: bool = True
@@ -101,6 +103,17 @@ class ETMConfig:
     train_langevin: LangevinConfig = field(default_factory=_train_langevin)
     rollout_langevin: LangevinConfig = field(default_factory=_rollout_langevin)
     eval_langevin: LangevinConfig = field(default_factory=_eval_langevin)
+    # A small MLP (s, a) -> (Delta s, r) trained by mean squared error beside the energies, on the
+    # same minibatches: the start of the samplers whose init is "mean_head" (a warm start, so that a
+    # few Langevin steps refine a forward guess instead of travelling from zero). Not in the paper.
+    mean_head: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("train_langevin", "rollout_langevin", "eval_langevin"):
+            if getattr(self, name).init == "mean_head" and not self.mean_head:
+                raise ValueError(f"{name}.init is mean_head, which needs mean_head: true")
+        if self.train_langevin.init == "mean_head":
+            raise ValueError("train_langevin.init: mean_head is for inference samplers (rollout_langevin, eval_langevin)")
 
 
 @dataclass

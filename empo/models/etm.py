@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from empo.errors import EmpoError
 from empo.models.config import ETMConfig, LangevinConfig, ModelConfig
 from empo.models.dynamics import DynamicsModel, StepResult
 from empo.models.energy_grad import sampler_grad_fn
@@ -75,6 +76,13 @@ def infonce_loss(
     return loss, nce.detach().mean(dim=-1), penalty.detach().mean(dim=-1)
 
 
+def mean_head_network(input_dim: int, target_dim: int, hidden: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(input_dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+        torch.nn.Linear(hidden, target_dim),
+    )
+
+
 class ETMDynamics(DynamicsModel):
     """The ETM ensemble behind the :class:`DynamicsModel` interface."""
 
@@ -87,6 +95,8 @@ class ETMDynamics(DynamicsModel):
         self.energy = EnergyEnsemble(
             cfg.ensemble_size, obs_dim + act_dim, self.target_dim, cfg.hidden_size, cfg.hidden_layers
         )
+        # the warm start of "mean_head" samplers (ETMConfig.mean_head): scaled inputs -> scaled targets
+        self.mean_head = mean_head_network(obs_dim + act_dim, self.target_dim, cfg.hidden_size) if cfg.mean_head else None
 
     @property
     def members(self) -> int:
@@ -115,8 +125,13 @@ class ETMDynamics(DynamicsModel):
         start = None
         if init is not None:
             start = self.target_scaler(init)
-            if start.dim() == 2:
-                start = start.unsqueeze(0).expand(self.members, -1, -1)
+        elif sampler.init == "mean_head":
+            if self.mean_head is None:
+                raise EmpoError("this ETM has no mean head (etm.mean_head: false), so a sampler cannot start from it")
+            with torch.no_grad():
+                start = self.mean_head(x)
+        if start is not None and start.dim() == 2:
+            start = start.unsqueeze(0).expand(self.members, -1, -1)
         y = langevin_sample(
             lambda y: self.energy.energy_from_code(code, y),
             (self.members, obs.shape[0]),
@@ -158,7 +173,8 @@ class ETMTrainer(EnsembleTrainer):
     ) -> None:
         self.model, self.cfg, self.generator = model, model.config.etm, generator
         self.x, self.y = model.input_scaler(x), model.target_scaler(y)
-        self.optimizer = torch.optim.Adam(model.energy.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        params = list(model.energy.parameters()) + (list(model.mean_head.parameters()) if model.mean_head is not None else [])
+        self.optimizer = torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.loss_per_row = self.cfg.loss_reduction == "sum"
         self.done = False
 
@@ -176,4 +192,8 @@ class ETMTrainer(EnsembleTrainer):
                 code = net.encode(x)
             negatives = sample_negatives(net, code, y.shape[-1], self.cfg, self.generator)
         loss, _, _ = infonce_loss(net, x, y, self.cfg, self.generator, negatives=negatives)
+        head = self.model.mean_head
+        if head is not None:  # its parameters are its own, so this term trains the head alone
+            squared = (head(x) - y).square().sum(dim=-1)  # [M, B]: each member's minibatch
+            loss = loss + (squared.sum() if self.loss_per_row else squared.mean(dim=-1).sum())
         return loss

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from empo.errors import EmpoError
 from empo.models.config import LangevinConfig
 from empo.models.energy_grad import EnergyGradFn
 
@@ -63,6 +64,8 @@ def langevin_sample(
         dtype = init.dtype
         start = init.unsqueeze(-2) if init.dim() == len(batch_shape) + 1 else init
         y = start.expand(shape).clone()
+    elif config.init == "mean_head":
+        raise EmpoError("a sampler with init mean_head needs its start (init=...) from the ETM's mean head")
     elif config.init == "uniform":
         y = torch.rand(shape, generator=generator, device=device, dtype=dtype) * 2.0 - 1.0
     else:
