@@ -6,6 +6,10 @@ number of noiseless Langevin steps and each start:
   zeros       the published start (y = 0)
   ftm-warm    the FTM's mean prediction, refined by the ETM's sampler
   chains-4    4 chains from uniform starts, the lowest-energy last iterate
+  head-warm   the ETM's own mean-regression head (an ETM fit with etm.mean_head: true), refined
+Then the rollout sampler itself (the model's rollout_langevin: its noise and gradient clamp) from
+zero and from the mean head, for ``--rollout-steps``: one-step MSE of one member's sample (what a
+rollout transition is) and of the members' median, and the cost ratio to the FTM's step.
 Also the time of one rollout step (every member sampled, batch ``--batch``) per setting, next to
 the FTM's step, measured side by side in this process. Members are combined by their median, as
 ``ETMDynamics.predict`` does.
@@ -30,13 +34,15 @@ from empo.evaluation.transition_error import episode_window_starts
 from empo.models import load_dynamics
 from empo.utils import device_name, git_commit
 
-STARTS = ("zeros", "ftm-warm", "chains-4")
+STARTS = ("zeros", "ftm-warm", "chains-4", "head-warm")
 
 
 def sampler_for(base, steps: int, start: str):
     sampler = dataclasses.replace(base, steps=steps, noise=0.0)
     if start == "chains-4":
         sampler = dataclasses.replace(sampler, chains=4, init="uniform")
+    if start == "head-warm":
+        sampler = dataclasses.replace(sampler, init="mean_head")
     return sampler
 
 
@@ -58,6 +64,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--starts", type=int, default=200)
     parser.add_argument("--batch", type=int, default=2500, help="rollout batch for the cost figures")
+    parser.add_argument("--kinds", nargs="+", choices=STARTS, help="starts to measure (default: all the model allows)")
+    parser.add_argument("--rollout-steps", type=int, nargs="+", default=[2, 5, 10],
+                        help="steps of the mean-head rollout sampler (the zero start keeps the model's own)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -93,7 +102,8 @@ def main() -> int:
 
     rows = []
     started = time.time()
-    for start in STARTS:
+    kinds = args.kinds or [k for k in STARTS if k != "head-warm" or etm.mean_head is not None]
+    for start in kinds:
         for steps in args.steps:
             sampler = sampler_for(base, steps, start)
             gen = torch.Generator().manual_seed(0)
@@ -115,6 +125,28 @@ def main() -> int:
             rows.append(row)
             print(row, flush=True)
 
+    # the rollout sampler as the loop runs it: noisy, one member's sample per transition
+    rollout_rows = []
+    rollout_base = etm.config.etm.rollout_langevin
+    settings = [("zeros", rollout_base.steps)]
+    if etm.mean_head is not None:
+        settings += [("head-warm", k) for k in args.rollout_steps]
+    for start, steps in settings:
+        sampler = dataclasses.replace(rollout_base, steps=steps, init="mean_head" if start == "head-warm" else "zeros")
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            members = etm.sample_members(obs1, act1, sampler, gen)  # [M, B, D]
+        one_member = float(np.mean((obs1.numpy() + members[0, :, :-1].numpy() - true1) ** 2))
+        median = float(np.mean((obs1.numpy() + members.median(dim=0).values[:, :-1].numpy() - true1) ** 2))
+        spread = float(members[..., :-1].std(dim=0).norm(dim=-1).mean())  # the loop's penalty, raw units
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            etm.sample_members(obs_b, act_b, sampler, gen)
+        seconds = time.perf_counter() - t0
+        rollout_rows.append({"start": start, "steps": steps, "member": one_member, "median": median, "penalty": spread,
+                             "step_s": seconds, "vs_ftm": seconds / ftm_s})
+        print(rollout_rows[-1], flush=True)
+
     lines = [
         f"# ETM sampler: error against Langevin steps, {task.name}",
         "",
@@ -134,6 +166,18 @@ def main() -> int:
         lines.append(
             f"| {r['start']} | {r['steps']} | {r['one_step']:.4g} | {r['h5']:.4g} | {r['step_s']:.3f} | {r['vs_ftm']:.1f} |"
         )
+    if rollout_rows:
+        lines += [
+            "",
+            f"Rollout sampler (noise {rollout_base.noise}, gradient clamp {rollout_base.grad_clip}), one-step on the same "
+            "holdout rows: one member's sample, the members' median, the mean penalty (norm of the members' std of the "
+            "next state), and the cost of a rollout step:",
+            "",
+            "| start | steps | one member MSE | median MSE | mean penalty | rollout step s | x FTM step |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [f"| {r['start']} | {r['steps']} | {r['member']:.4g} | {r['median']:.4g} | {r['penalty']:.3f} | "
+                  f"{r['step_s']:.3f} | {r['vs_ftm']:.1f} |" for r in rollout_rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
