@@ -263,3 +263,14 @@ def test_a_mean_head_start_needs_the_mean_head():
         load_model_config("etm", "smoke", {"etm": {"rollout_langevin": {"init": "mean_head"}}})
     with pytest.raises(EmpoError, match="train_langevin.init: mean_head is for inference samplers"):
         load_model_config("etm", "smoke", {"etm": {"mean_head": True, "train_langevin": {"init": "mean_head"}}})
+
+
+def test_a_model_fit_logs_its_settings_as_tensorboard_hparams(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, models = trained
+    for kind, (_, model_dir) in models.items():
+        events = EventAccumulator(str(model_dir / "tb"))
+        events.Reload()
+        assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams"), kind
+        assert "hparams/holdout_next_obs_mse" in events.Tags()["scalars"], kind

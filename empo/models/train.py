@@ -133,6 +133,7 @@ def train_dynamics(
     timer = DeviceTimer(device)
     epoch = start_epoch
     try:
+        errors: dict[str, float] = {}
         while epoch < epochs and not trainer.done:
             if threads is not None:
                 threads.update()
@@ -174,4 +175,23 @@ def train_dynamics(
     trainer.finish()
     model.eval()
     model.save(out_dir)
+    if errors:  # the fit's settings and last holdout errors as TensorBoard hparams (compare fits by config)
+        try:
+            recorder.log_hparams(
+                {"kind": config.kind, "preset": config.preset, "seed": seed, **flat_settings(to_dict(config)[config.kind], config.kind)},
+                {f"hparams/{key}": value for key, value in errors.items()} | {"hparams/epochs": float(epoch)},
+            )
+        finally:
+            recorder.close()
     return model
+
+
+def flat_settings(settings: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Nested settings as ``prefix.key.subkey`` -> value (lists as text), for TensorBoard's hparams."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}.{key}"))
+        else:
+            flat[f"{prefix}.{key}"] = str(value) if isinstance(value, list) or value is None else value
+    return flat
