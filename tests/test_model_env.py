@@ -285,7 +285,7 @@ def test_the_docs_example_runs(monkeypatch):
     import empo.models
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "integrations.md").read_text()
-    (example,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    example = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]  # the first: stable-baselines3's
     monkeypatch.setattr(empo.data, "load_transitions", lambda name: synthetic_transitions())
     monkeypatch.setattr(empo.models, "load_dynamics", lambda model_dir, task: FakeDynamics())
     namespace: dict = {}

@@ -212,6 +212,30 @@ class ModelEnv(VectorEnv):
             infos = masked_infos(values, np.ones(self.num_envs, dtype=bool))
         return obs, rewards, terms, truncs, infos
 
+    @property
+    def ended(self) -> np.ndarray:
+        """Disabled mode: the sub-envs whose episode ended and that were not reset since (a copy)."""
+        return self._ended.copy()
+
+    def step_some(
+        self, actions: np.ndarray, active: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """One batched step in which only the ``active`` sub-envs (bool mask) move: the others keep
+        their state, step count and end flag (their rows of the result are to be ignored). For callers
+        that step part of the batch, e.g. tianshou's collector (empo/integrations/tianshou.py)."""
+        if self._obs is None:
+            raise EmpoError("ModelEnv: call reset() before step()")
+        active = np.asarray(active, dtype=bool)
+        idle = ~active
+        idle_t = torch.as_tensor(idle, device=self.device)
+        obs_before, elapsed_before, ended_before = self._obs.clone(), self._elapsed.clone(), self._ended.copy()
+        self._ended = np.where(idle, False, self._ended)  # an ended idle env is carried along, not stepped for real
+        result = self.step(actions)
+        self._obs = torch.where(idle_t[:, None], obs_before, self._obs)
+        self._elapsed = torch.where(idle_t, elapsed_before, self._elapsed)
+        self._ended = np.where(idle, ended_before, self._ended)
+        return result
+
     def _same_step_infos(self, values: dict[str, np.ndarray], final: np.ndarray, done: np.ndarray) -> dict[str, Any]:
         """The info gymnasium's SyncVectorEnv gives in SameStep mode: a reset sub-env's own info is empty."""
         infos = masked_infos(values, ~done)

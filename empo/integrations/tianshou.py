@@ -138,7 +138,7 @@ class TianshouModelVectorEnv(BaseVectorEnv):
             raise EmpoError(
                 f"{NAME}: actions must have shape ({ids.size}, {self.act_dim}) for {ids.size} env ids, got {action.shape}"
             )
-        ended = self._ended()
+        ended = self.env.ended
         if ended[ids].any():
             raise EmpoError(f"{NAME}: envs {ids[ended[ids]].tolist()} have ended; reset(env_id) them before stepping")
         actions = np.zeros((self.env_num, self.act_dim), dtype=np.float32)
@@ -146,32 +146,13 @@ class TianshouModelVectorEnv(BaseVectorEnv):
         if ids.size == self.env_num:
             obs, rew, terminated, truncated, infos = self.env.step(actions)
         else:
-            obs, rew, terminated, truncated, infos = self._step_some(actions, ids)
+            active = np.zeros(self.env_num, dtype=bool)
+            active[ids] = True
+            obs, rew, terminated, truncated, infos = self.env.step_some(actions, active)
         per_env = np.empty(ids.size, dtype=object)
         for k, j in enumerate(ids):
             per_env[k] = {"env_id": int(j), **{key: float(infos[key][j]) for key in INFO_KEYS}}
         return obs[ids], rew[ids], terminated[ids], truncated[ids], per_env
-
-    def _ended(self) -> np.ndarray:
-        """Envs whose episode ended and that were not reset since (ModelEnv's Disabled-mode flags)."""
-        return self.env._ended
-
-    def _step_some(self, actions: np.ndarray, ids: np.ndarray) -> tuple[Any, ...]:
-        """Step the whole batch, then put back the state, step count and end flag of the envs not in ``ids``."""
-        env = self.env
-        if env._obs is None:
-            raise EmpoError("ModelEnv: call reset() before step()")
-        idle = np.ones(self.env_num, dtype=bool)
-        idle[ids] = False
-        idle_t = torch.as_tensor(idle, device=env.device)
-        obs_before, elapsed_before = env._obs.clone(), env._elapsed.clone()
-        ended_before = env._ended.copy()
-        env._ended = np.zeros(self.env_num, dtype=bool)  # an idle env that ended is not stepped for real
-        result = env.step(actions)
-        env._obs = torch.where(idle_t[:, None], obs_before, env._obs)
-        env._elapsed = torch.where(idle_t, elapsed_before, env._elapsed)
-        env._ended = np.where(idle, ended_before, env._ended)
-        return result
 
     def seed(self, seed: int | list[int] | None = None) -> list[list[int] | None]:
         """Seed the one generator (with the first seed of a list) and reset every env."""
