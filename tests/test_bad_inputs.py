@@ -262,6 +262,19 @@ for opt in ("--size", "--seed", "--envs"):
 TRAIN_BEHAVIOUR = lambda ws: ["train-behaviour", "hopper-medium", "--out", str(ws.root / "behaviour"), "--max-steps", "10000"]  # noqa: E731
 for opt in ("--seed", "--max-steps", "--eval-every", "--confirm-episodes", "--suite-every", "--threads"):
     numeric_cases("empo-data train-behaviour", opt, TRAIN_BEHAVIOUR, zero_ok=opt in ("--seed", "--confirm-episodes", "--suite-every"))
+SUITE = lambda ws: ["suite", "halfcheetah", "--from", str(ws.root / "behaviour"), "--out", str(ws.root / "suites")]  # noqa: E731
+for opt in ("--count", "--episodes", "--seed"):
+    numeric_cases("empo-data suite", opt, SUITE, zero_ok=opt == "--seed")
+case("value", "empo-data suite", "unknown-env", lambda ws: ["suite", "ant", "--from", str(ws.root)], "ant", "invalid choice")
+case("path", "empo-data suite", "--from-missing", lambda ws: ["suite", "halfcheetah", "--from", str(ws.root / "nothing")],
+     "--from", "nothing", "no such folder")
+case("path", "empo-data suite", "--from-without-actors",
+     lambda ws: ["suite", "halfcheetah", "--from", str(ws.folder("empty")), "--out", str(ws.root / "suites")],
+     "empty", "a suite needs at least 2")
+case("path", "empo-data suite", "--out-a-file",
+     lambda ws: ["suite", "halfcheetah", "--out", str(ws.file("a-file", b"x"))], "--out", "a-file", "expected a folder")
+case("path", "empo-data suite", "no-suite-to-recompute", lambda ws: ["suite", "walker2d", "--out", str(ws.folder("suites"))],
+     "no policy suite for walker2d", "empo-data suite walker2d --from DIR")
 case("value", "empo-data train-behaviour", "suite-every-not-a-multiple",
      lambda ws: [*TRAIN_BEHAVIOUR(ws), "--eval-every", "1000", "--suite-every", "1500"], "--suite-every", "multiple of --eval-every")
 case("value", "empo-data train-behaviour", "random-level", lambda ws: ["train-behaviour", "hopper-random"], "hopper-random",
@@ -896,7 +909,8 @@ def test_every_numeric_option_is_tried():
 
 def test_every_command_and_kind_is_tried():
     commands = {c.command for c in CASES}
-    for command in ("empo-data build", "empo-data info", "empo-data list", "empo-data train-behaviour", "empo-model train",
+    for command in ("empo-data build", "empo-data info", "empo-data list", "empo-data train-behaviour", "empo-data suite",
+                    "empo-model train",
                     "empo-model eval", "empo-train", "empo-eval", "empo-export", "empo-ope", "empo-sweep", "empo-report"):
         assert command in commands, command
     kinds = Counter(c.kind for c in CASES)

@@ -268,6 +268,13 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from empo.evaluation.suites import build_suite, recompute_true_values
 
     progress = not args.no_progress
+    if args.out is not None:
+        output_folder(args.out, "--out")
+    for source in args.sources or []:
+        if not source.exists():
+            raise EmpoError(f"--from {source}: no such folder or file of behaviour actors")
+        if source.is_dir():
+            existing_folder(source, "--from", "folder of behaviour actors")
     if args.sources:
         command = f"empo-data suite {args.env} --from {' '.join(map(str, args.sources))} --count {args.count} --episodes {args.episodes}"
         index = build_suite(args.env, args.sources, args.count, args.episodes, seed=args.seed, out_root=args.out,
