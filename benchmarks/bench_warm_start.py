@@ -1,0 +1,104 @@
+"""EMPO's quick preset with the mean-head warm-start rollout sampler: does the cheaper sampler cost learning?
+
+Takes an ETM fit with ``etm.mean_head: true`` (e.g. ``empo-model train --task hopper-medium --model
+etm --preset quick --set etm.mean_head=true``), writes a copy whose rollout sampler starts from
+the mean head and runs ``--steps`` Langevin steps (the rest of the model's rollout sampler kept),
+and trains EMPO on the quick preset with it for each seed. The runs are normal run folders under
+``--work``; a rerun resumes unfinished ones (a session that ends loses at most an epoch) and
+reuses finished ones. The table puts each run next to the figures given with ``--reference``.
+
+    python benchmarks/bench_warm_start.py --model-dir ~/.empo/fidelity/hopper-medium/etm-quick-head-s0 \\
+        [--task hopper-medium] [--steps 5] [--seeds 0 1] [--work DIR] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from empo import pipeline
+from empo.data.tasks import get_task
+from empo.loop.config import resolve_config
+from empo.models import load_dynamics
+from empo.utils import device_name, git_commit
+
+
+def warm_model(model_dir: Path, task_name: str, steps: int, out: Path) -> Path:
+    """A copy of the ETM in ``model_dir`` whose rollout sampler starts from its mean head."""
+    if (out / "model.json").is_file():
+        return out
+    model = load_dynamics(model_dir, get_task(task_name))
+    if getattr(model, "mean_head", None) is None:
+        raise SystemExit(f"{model_dir}: this ETM has no mean head (fit it with --set etm.mean_head=true)")
+    etm = model.config.etm
+    etm.rollout_langevin = dataclasses.replace(etm.rollout_langevin, init="mean_head", steps=steps)
+    model.meta = {**model.meta, "derived_from": str(model_dir), "rollout_sampler": f"mean_head + {steps} steps"}
+    model.save(out)
+    return out
+
+
+def run(config, run_dir: Path, model_dir: Path) -> dict:
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished":
+        return json.loads(summary_path.read_text())
+    if (run_dir / "checkpoint.pt").is_file():
+        return pipeline.resume(run_dir, device="cpu", progress=False)
+    return pipeline.train_agent(config, run_dir, model_dir=model_dir, device="cpu", progress=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, required=True, help="an ETM fit with etm.mean_head: true")
+    parser.add_argument("--task", default="hopper-medium")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-warm-start"))
+    parser.add_argument("--reference", default="", help="a markdown line: the recorded scores to compare with")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    model_dir = warm_model(args.model_dir, args.task, args.steps, args.work / f"etm-warm{args.steps}")
+    rows = []
+    for seed in args.seeds:
+        config = resolve_config(args.task, "empo", "quick", seed)
+        run_dir = args.work / f"{args.task}-empo-quick-warm{args.steps}-s{seed}"
+        summary = run(config, run_dir, model_dir)
+        progress = list(csv.DictReader((run_dir / "progress.csv").open(newline="")))
+        rows.append((seed, summary, float(np.mean([float(r["time_rollout"]) for r in progress]))))
+        print(seed, {k: summary.get(k) for k in ("status", "epochs", "final_normalized_score", "last10_mean_normalized_score")},
+              flush=True)
+    lines = [
+        f"# EMPO, quick preset, {args.task}: the mean-head warm-start rollout sampler ({args.steps} steps)",
+        "",
+        f"- Command: `python benchmarks/bench_warm_start.py --model-dir {args.model_dir} --task {args.task} --steps {args.steps} "
+        f"--seeds {' '.join(map(str, args.seeds))}`",
+        f"- Device: {device_name('cpu')}; date {time.strftime('%Y-%m-%d')}; commit {git_commit()}",
+        f"- Model: {args.model_dir} (the quick ETM with a mean head), its rollout sampler replaced by: start at the mean "
+        f"head's prediction, {args.steps} Langevin steps (noise and gradient clamp as the quick preset's).",
+        "",
+        "| seed | status | epochs | final | last-10 | best | final 50-episode eval | rollout s/epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    for seed, s, rollout_s in rows:
+        lines.append(f"| {seed} | {s['status']} | {s['epochs']} | {fmt(s['final_normalized_score'])} | "
+                     f"{fmt(s['last10_mean_normalized_score'])} | {fmt(s['best_normalized_score'])} | "
+                     f"{fmt(s.get('final_eval_normalized_score'))} | {rollout_s:.2f} |")
+    if args.reference:
+        lines += ["", f"Recorded for comparison: {args.reference}"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
