@@ -30,7 +30,10 @@ from empo.utils import device_name, git_commit
 
 
 def warm_model(model_dir: Path, task_name: str, steps: int, out: Path) -> Path:
-    """A copy of the ETM in ``model_dir`` whose rollout sampler starts from its mean head."""
+    """A copy of the ETM in ``model_dir`` whose rollout sampler starts from its mean head (``steps`` 0:
+    ``model_dir`` itself, the preset's own zero-start sampler, for the side-by-side baseline)."""
+    if steps == 0:
+        return model_dir
     if (out / "model.json").is_file():
         return out
     model = load_dynamics(model_dir, get_task(task_name))
@@ -56,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="an ETM fit with etm.mean_head: true")
     parser.add_argument("--task", default="hopper-medium")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="Langevin steps after the warm start; 0: the model's own sampler")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-warm-start"))
     parser.add_argument("--reference", default="", help="a markdown line: the recorded scores to compare with")
@@ -79,7 +82,8 @@ def main() -> None:
         f"--seeds {' '.join(map(str, args.seeds))}`",
         f"- Device: {device_name('cpu')}; date {time.strftime('%Y-%m-%d')}; commit {git_commit()}",
         f"- Model: {args.model_dir} (the quick ETM with a mean head), its rollout sampler replaced by: start at the mean "
-        f"head's prediction, {args.steps} Langevin steps (noise and gradient clamp as the quick preset's).",
+        f"head's prediction, {args.steps} Langevin steps (noise and gradient clamp as the quick preset's)."
+        if args.steps else f"- Model: {args.model_dir}, its own rollout sampler (the baseline).",
         "",
         "| seed | status | epochs | final | last-10 | best | final 50-episode eval | rollout s/epoch |",
         "|---|---|---|---|---|---|---|---|",
