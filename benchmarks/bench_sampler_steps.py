@@ -55,6 +55,28 @@ def etm_predict(etm, ftm, obs, act, sampler, start: str, generator) -> tuple[tor
     return obs + delta[:, :-1], delta[:, -1]
 
 
+def plot_curves(rows: list[dict], path: Path, title: str) -> None:
+    """One-step and open-loop h5 MSE against Langevin steps, one line per start (log scales)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for start in dict.fromkeys(r["start"] for r in rows):
+        mine = [r for r in rows if r["start"] == start]
+        for ax, key in zip(axes, ("one_step", "h5"), strict=True):
+            ax.plot([r["steps"] for r in mine], [r[key] for r in mine], marker="o", label=start)
+    for ax, label in zip(axes, ("one-step next-state MSE", "open-loop 5-step MSE"), strict=True):
+        ax.set(xscale="log", yscale="log", xlabel="Langevin steps", ylabel=label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="hopper-medium")
@@ -182,6 +204,7 @@ def main() -> int:
     print(text)
     if args.out:
         args.out.write_text(text)
+        plot_curves(rows, args.out.with_suffix(".png"), f"ETM sampler on {task.name}: error against Langevin steps")
     return 0
 
 
