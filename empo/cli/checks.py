@@ -288,9 +288,8 @@ def check_agent_run(run_dir: Path, option: str, task: str | None = None, resumin
         raise EmpoError(f"{checkpoint_path}: a checkpoint of empo-model train (a model fit), expected one of empo-train")
     _require_keys(state, AGENT_CHECKPOINT_KEYS, checkpoint_path, "a checkpoint of empo-train")
     agent = state["agent"]
-    weights = "actor" if config.agent == "sac" else "parameters"  # the built-in SAC's, or a framework agent's
-    if not isinstance(agent, dict) or not isinstance(agent.get(weights), dict):
-        raise EmpoError(f"{checkpoint_path}: 'agent' does not hold the {config.agent} agent's weights")
+    if not isinstance(agent, dict):
+        raise EmpoError(f"{checkpoint_path}: 'agent' does not hold the {config.agent} agent's state (a mapping)")
     dims = (agent.get("obs_dim"), agent.get("act_dim"))
     if dims != (task_spec.obs_dim, task_spec.act_dim):
         raise EmpoError(
