@@ -35,9 +35,9 @@ def test_build_read_and_use_a_suite(tmp_path, monkeypatch):
     names = [p["name"] for p in index["policies"]]
     assert names[0] == "random" and len(names) == 4  # random + 3 graded snapshots, lowest to highest return
     assert [p["training_return"] for p in index["policies"][1:]] in ([100.0, 2500.0, 5000.0], [100.0, 2600.0, 5000.0])
-    saved = json.loads((root / "halfcheetah" / "index.json").read_text())
+    saved = json.loads((root / "halfcheetah-index.json").read_text())
     assert saved["true_values"]["episodes"] == 2 and all(np.isfinite(p["true_value"]) for p in saved["policies"])
-    assert not list(root.glob(".*staging"))
+    assert not list(root.glob(".*staging")) and len(list(root.glob("halfcheetah-step*.pt"))) == 3
     # `--policies suite` reads it, and OPE takes the cached values instead of running the episodes again
     monkeypatch.setattr(suites, "suites_root", lambda: root)
     task = get_task("halfcheetah-medium")

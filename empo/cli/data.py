@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
             "A suite is ENV's policies of graded quality (empo-ope --policies suite): with --from, COUNT snapshots of a "
             "behaviour-training run (empo-data train-behaviour ENV-expert --suite-every 25000 keeps them in OUT/suite/) "
             "spread evenly over their evaluated returns, plus uniform random actions, copied into the package "
-            "(empo/data/policies/suites/ENV/, for maintainers) with each policy's true value: the mean discounted "
-            "return of --episodes real episodes, cached in the suite's index.json. Without --from, the true values "
+            "(empo/data/policies/suites/ENV-*, for maintainers) with each policy's true value: the mean discounted "
+            "return of --episodes real episodes, cached in the suite's index (ENV-index.json). Without --from, the true values "
             "of the shipped suite are recomputed. Halfcheetah: 12 policies x 10 episodes took about 2 minutes."
         ),
     )

@@ -4,9 +4,10 @@ A suite is policies of graded quality on one env, as DOPE built its suites: snap
 training run (``empo-data train-behaviour ENV-expert --suite-every 25000`` keeps one every 25k
 steps in its ``suite/`` folder) from near-random to the best the run reached, plus uniform random
 actions. ``build_suite`` picks ``count`` snapshots spread evenly over the run's evaluated returns,
-copies their actor weights into ``empo/data/policies/suites/<env>/`` and computes each policy's
-true value (mean discounted return of real episodes, :func:`empo.evaluation.ope.true_values`),
-cached in the suite's ``index.json`` with the settings it was computed with. ``empo-ope
+copies their actor weights into ``empo/data/policies/suites/`` (``<env>-step<N>.pt``) and computes
+each policy's true value (mean discounted return of real episodes, :func:`empo.evaluation.ope.true_values`),
+cached in the suite's index ``<env>-index.json`` with the settings it was computed with. (One flat
+folder for every env: a folder per env would be a package that setuptools warns about.) ``empo-ope
 --policies suite`` reads the suite and uses the cached values when its settings match.
 Commands: ``empo-data suite ENV --from DIR`` (build), ``empo-data suite ENV --true-values``
 (recompute the values).
@@ -26,7 +27,7 @@ import torch
 
 from empo.errors import EmpoError
 
-INDEX = "index.json"
+INDEX = "{env}-index.json"
 RANDOM = "random"
 
 
@@ -36,17 +37,18 @@ def suites_root() -> Path:
 
 
 def suite_dir(env: str) -> Path:
-    return suites_root() / env
+    """The folder of ``env``'s suite files (one folder holds every env's)."""
+    return suites_root()
 
 
 def read_suite(env: str, root: Path | None = None) -> dict[str, Any]:
     """The index of ``env``'s shipped suite; a one-line error when there is none."""
     from empo.config import load_json_object
 
-    folder = (root or suites_root()) / env
-    path = folder / INDEX
+    folder = root or suites_root()
+    path = folder / INDEX.format(env=env)
     if not path.is_file():
-        shipped = sorted(p.name for p in (root or suites_root()).glob("*") if (p / INDEX).is_file())
+        shipped = sorted(p.name.removesuffix("-index.json") for p in folder.glob("*-index.json"))
         have = f"; shipped suites: {', '.join(shipped)}" if shipped else "; no suite is shipped yet"
         raise EmpoError(f"no policy suite for {env} in {folder}{have} (build one with: empo-data suite {env} --from DIR)")
     index = load_json_object(path, f"the index of the {env} policy suite")
@@ -110,8 +112,8 @@ def build_suite(
         raise EmpoError(f"{', '.join(map(str, sources))}: {len(candidates)} behaviour actors of {env} with a recorded "
                         "return; a suite needs at least 2 (train with: empo-data train-behaviour ENV-expert --suite-every 25000)")
     picked = [candidates[i] for i in graded([float(m["stochastic_return"]) for _, m in candidates], count)]
-    folder = (out_root or suites_root()) / env
-    staging = folder.with_name(f".{env}-staging")
+    folder = out_root or suites_root()
+    staging = folder / f".{env}-staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     entries: list[dict[str, Any]] = [{"name": RANDOM, "file": None, "train_steps": 0, "training_return": None,
@@ -132,16 +134,22 @@ def build_suite(
         "policies": entries,
     }
     index = _with_true_values(index, staging, episodes, gamma, seed, progress, log)
-    (staging / INDEX).write_text(json.dumps(index, indent=1) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    # the old suite's files out, the new ones in, the index last (a suite is read through its index)
+    (folder / INDEX.format(env=env)).unlink(missing_ok=True)
+    for old in folder.glob(f"{env}-step*.pt"):
+        old.unlink()
+    for new in staging.iterdir():
+        new.rename(folder / new.name)
+    staging.rmdir()
+    (folder / INDEX.format(env=env)).write_text(json.dumps(index, indent=1) + "\n")
     return index
 
 
 def recompute_true_values(env: str, episodes: int = 10, gamma: float = 0.995, seed: int = 0, root: Path | None = None,
                           progress: bool = True, log: Any = print) -> dict[str, Any]:
-    index = _with_true_values(read_suite(env, root), (root or suites_root()) / env, episodes, gamma, seed, progress, log)
-    (((root or suites_root()) / env) / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    folder = root or suites_root()
+    index = _with_true_values(read_suite(env, root), folder, episodes, gamma, seed, progress, log)
+    (folder / INDEX.format(env=env)).write_text(json.dumps(index, indent=1) + "\n")
     return index
 
 
