@@ -111,13 +111,16 @@ def model_config_for(config: TrainConfig) -> ModelConfig | None:
     Called before any data is loaded, so that a misspelt model key fails in seconds.
     """
     from empo.models import load_model_config
+    from empo.models.config import with_samplers
 
     kind = config.algorithm.model_kind
     if kind == "simulator":
-        if config.model.overrides:
-            raise EmpoError("model.overrides cannot be used with model_kind=simulator (the simulator is the model)")
+        if config.model.overrides or config.model.samplers:
+            raise EmpoError("model.overrides and model.samplers cannot be used with model_kind=simulator (the simulator is the model)")
         return None
-    return load_model_config(kind, config.model.preset, config.model.overrides or None)
+    model_config = load_model_config(kind, config.model.preset, config.model.overrides or None)
+    with_samplers(model_config, config.model.samplers)  # checked now; applied to the model once it is loaded
+    return model_config
 
 
 def model_cache_dir(task_name: str, model_config: ModelConfig, transitions: Transitions, seed: int) -> Path:
@@ -138,6 +141,7 @@ def prepare_model(
 ) -> tuple[Dynamics, Path | None]:
     """(model, its folder): the model in ``model_dir``, the cached one, or a new fit (then cached)."""
     from empo.models import load_dynamics
+    from empo.models.config import with_samplers
 
     kind = config.algorithm.model_kind
     model_config = model_config_for(config)
@@ -153,8 +157,12 @@ def prepare_model(
         model = load_dynamics(model_dir, task, device=device)
         if model.kind != kind:
             raise EmpoError(f"--model-dir {model_dir} holds a {model.kind} model, but {config.algo} needs a {kind} model")
-        return model, model_dir
-    return cached_model(model_config, task, transitions, config.seed, device, progress, log, threads)
+    else:
+        model, model_dir = cached_model(model_config, task, transitions, config.seed, device, progress, log, threads)
+    if config.model.samplers:
+        model.config = with_samplers(model.config, config.model.samplers)
+        log(f"model.samplers: the model's inference samplers changed by {config.model.samplers}")
+    return model, model_dir
 
 
 def cached_model(

@@ -285,3 +285,29 @@ def test_framework_agents_refuse_what_only_the_builtin_agent_does():
         resolve_config("hopper-medium", "mopo", "smoke", overrides={"agent": "sb4"})
     # the quick preset's EMPO takes the penalty at rollout time, so a framework's agent runs it
     assert resolve_config("hopper-medium", "empo", "quick", overrides={"agent": "sb3-sac"}).agent == "sb3-sac"
+
+
+def test_model_samplers_change_inference_without_a_new_fit(tmp_path, synthetic_dataset, capsys):
+    import yaml
+
+    base = ["--task", "hopper-medium", "--algo", "empo", "--preset", "smoke", "--no-progress"]
+    assert train_cli.main([*base, "--run-dir", str(tmp_path / "a")]) == 0
+    assert train_cli.main([*base, "--run-dir", str(tmp_path / "b"), "--set", "model.samplers.etm.rollout_langevin.steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert "using the cached etm model" in out and "inference samplers changed" in out
+    saved = yaml.safe_load((tmp_path / "b" / "model_config.yaml").read_text())
+    first = yaml.safe_load((tmp_path / "a" / "model_config.yaml").read_text())
+    assert saved["etm"]["rollout_langevin"]["steps"] == 3 != first["etm"]["rollout_langevin"]["steps"]
+    assert {k: v for k, v in saved["etm"].items() if k != "rollout_langevin"} == {
+        k: v for k, v in first["etm"].items() if k != "rollout_langevin"}
+    # bad settings fail before any data is loaded
+    for samplers, message in [
+        ({"etm": {"train_langevin": {"steps": 3}}}, "the inference samplers are rollout_langevin, eval_langevin"),
+        ({"etm": {"rollout_langevin": {"stepz": 3}}}, "unknown key 'stepz'"),
+        ({"etm": {"rollout_langevin": {"init": "mean_head"}}}, "needs mean_head: true"),
+    ]:
+        with pytest.raises(EmpoError, match=message):
+            pipeline.model_config_for(resolve_config("hopper-medium", "empo", "smoke", overrides={"model": {"samplers": samplers}}))
+    with pytest.raises(EmpoError, match="the samplers are the ETM's; this is a ftm model"):
+        pipeline.model_config_for(resolve_config("hopper-medium", "mopo", "smoke",
+                                                 overrides={"model": {"samplers": {"etm": {"eval_langevin": {"steps": 3}}}}}))

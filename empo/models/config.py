@@ -6,6 +6,7 @@ hold the presets (quick and smoke override paper). Unknown keys are errors namin
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -188,6 +189,36 @@ def load_model_config(kind: str, preset: str = "paper", overrides: dict[str, Any
     data["kind"] = kind
     data["preset"] = preset
     return from_dict(ModelConfig, data, where=f"model config ({preset})")
+
+
+INFERENCE_SAMPLERS: tuple[str, ...] = ("rollout_langevin", "eval_langevin")
+
+
+def with_samplers(config: ModelConfig, samplers: dict[str, Any] | None, where: str = "model.samplers") -> ModelConfig:
+    """``config`` with its ETM's inference samplers changed by ``samplers`` (``{etm: {rollout_langevin:
+    {...}, eval_langevin: {...}}}``), validated. They act at inference only, so a fitted model takes them
+    as it is (empo.pipeline applies them to cached and given models without a new fit)."""
+    if not samplers:
+        return config
+    if not isinstance(samplers, dict) or set(samplers) - {"etm"}:
+        raise EmpoError(f"{where}: expected {{etm: {{rollout_langevin: ..., eval_langevin: ...}}}}, got {samplers!r}")
+    if config.kind != "etm":
+        raise EmpoError(f"{where}: the samplers are the ETM's; this is a {config.kind} model")
+    given = samplers["etm"]
+    if not isinstance(given, dict) or set(given) - set(INFERENCE_SAMPLERS):
+        unknown = sorted(set(given) - set(INFERENCE_SAMPLERS)) if isinstance(given, dict) else given
+        raise EmpoError(f"{where}.etm: unknown {unknown!r}; the inference samplers are {', '.join(INFERENCE_SAMPLERS)}")
+    changes = {}
+    for name, values in given.items():
+        current = dataclasses.asdict(getattr(config.etm, name))
+        if not isinstance(values, dict):
+            raise EmpoError(f"{where}.etm.{name}: expected a mapping of sampler settings, got {values!r}")
+        changes[name] = from_dict(LangevinConfig, merge(current, values), where=f"{where}.etm.{name}")
+    try:
+        etm = dataclasses.replace(config.etm, **changes)
+    except ValueError as exc:
+        raise EmpoError(f"{where}: {exc}") from None
+    return dataclasses.replace(config, etm=etm)
 
 
 def parse_overrides(assignments: list[str]) -> dict[str, Any]:
