@@ -93,6 +93,7 @@ class AgentSpec:
     target_penalty: bool = False  # the penalty inside every critic target ({algo}.penalty_at: update)
     alpha_max: bool = False  # a clamp of the temperature ({algo}.alpha_max)
     cuda_graph: bool = False  # runtime.cuda_graph
+    sync_debug: bool = False  # runtime.sync_debug: no host synchronisation inside an update
 
     def load(self, name: str) -> Any:
         try:
@@ -104,7 +105,7 @@ class AgentSpec:
 
 AGENTS: dict[str, AgentSpec] = {
     "sac": AgentSpec("EMPO's own device-resident SAC (the default; every loop setting)", "empo.loop.builtin_agent",
-                     target_penalty=True, alpha_max=True, cuda_graph=True),
+                     target_penalty=True, alpha_max=True, cuda_graph=True, sync_debug=True),
     "sb3-sac": AgentSpec("stable-baselines3's SAC on the loop's mixed batches", "empo.integrations.sb3_agent"),
     "tianshou-sac": AgentSpec("tianshou's SAC on the loop's mixed batches", "empo.integrations.tianshou_agent",
                               extra="tianshou"),
@@ -127,6 +128,8 @@ def unsupported_settings(config: TrainConfig) -> list[str]:
         problems.append(f"{config.algo}.alpha_max={algo.alpha_max}")
     if config.runtime.cuda_graph and not spec.cuda_graph:
         problems.append("runtime.cuda_graph=true")
+    if config.runtime.sync_debug and not spec.sync_debug:  # the frameworks read their losses to the host every update
+        problems.append("runtime.sync_debug=true")
     return problems
 
 

@@ -127,8 +127,8 @@ class TrainConfig:
         if unsupported:
             raise ValueError(
                 f"agent {self.agent!r} cannot run {', '.join(unsupported)} (only the built-in agent 'sac' can); "
-                f"with this agent set {self.algo}.penalty_at=rollout, {self.algo}.alpha_max=null and "
-                "runtime.cuda_graph=false (the quick preset's EMPO and MOPO already run so)"
+                f"with this agent set {self.algo}.penalty_at=rollout, {self.algo}.alpha_max=null, "
+                "runtime.cuda_graph=false and runtime.sync_debug=false (the quick preset's EMPO and MOPO already run so)"
             )
 
     @property
