@@ -12,6 +12,7 @@ import torch
 
 import empo.cli.train as train_cli
 from empo import pipeline
+from empo.data.tasks import get_task
 from empo.errors import EmpoError
 from empo.loop.config import resolve_config
 from empo.loop.trainer import CSV_COLUMNS, Trainer
@@ -258,8 +259,20 @@ def test_sb3_sac_as_the_loop_agent(tmp_path, synthetic_dataset, capsys):
     assert all(np.isfinite(float(r["critic_loss"])) and np.isfinite(float(r["alpha"])) for r in rows)
     assert all(r["q1_mean"] == "nan" for r in rows)  # SB3 does not report it: logged as not measured
     run = load_run(straight)
-    actions = run.act(np.zeros((5, 11), dtype=np.float32))
+    obs = np.random.default_rng(0).normal(size=(5, 11)).astype(np.float32)
+    actions = run.act(obs)
     assert actions.shape == (5, 3) and np.all(np.abs(actions) <= 1.0)
+    # the same actions as SB3's own deterministic actor, and through a TorchScript export
+    from empo.integrations.sb3_agent import make_sac
+    from empo.runs import export_policy
+
+    sac = make_sac(run.config, get_task("hopper-medium"), "cpu")
+    sac.policy.load_state_dict(torch.load(straight / "checkpoint.pt", weights_only=False)["agent"]["parameters"]["policy"])
+    with torch.no_grad():
+        assert np.allclose(sac.actor(torch.as_tensor(obs), deterministic=True).numpy(), actions, atol=1e-6)
+    exported = export_policy(run, tmp_path / "sb3.pt", "torchscript")
+    with torch.no_grad():
+        assert np.allclose(torch.jit.load(str(exported))(torch.as_tensor(obs)).numpy(), actions, atol=1e-6)
     # exact resume, as with the built-in agent
     assert train_cli.main([*common, "--run-dir", str(split), "--stop-after", "2"]) == 0
     assert train_cli.main(["--resume", str(split), "--no-progress"]) == 0

@@ -143,25 +143,18 @@ class SB3Agent:
         self.sac._n_updates = int(state["n_updates"])
 
 
-class DeterministicActor(nn.Module):
-    """obs [B, obs_dim] -> tanh(mean) [B, act_dim] of SB3's actor."""
-
-    def __init__(self, actor: nn.Module) -> None:
-        super().__init__()
-        self.actor = actor
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor(obs, deterministic=True)
-
-
 def build(context: AgentContext) -> SB3Agent:
     return SB3Agent(context)
 
 
 def policy(config: TrainConfig, task: Task, state: dict[str, Any]) -> nn.Module:
+    """tanh(mu(latent_pi(obs))) of SB3's actor as plain torch layers (SB3's own forward reads gymnasium
+    spaces, which TorchScript cannot compile; the flattening of a vector observation is the identity)."""
+    from empo.loop.builtin_agent import DeterministicPolicy
+
     sac = make_sac(config, task, "cpu")
     sac.policy.load_state_dict(state["parameters"]["policy"])
-    return DeterministicActor(sac.actor).eval()
+    return DeterministicPolicy(sac.actor.latent_pi, sac.actor.mu, task.act_dim).eval()
 
 
 def check_state(config: TrainConfig, task: Task, state: dict[str, Any]) -> None:
