@@ -324,3 +324,17 @@ def test_model_samplers_change_inference_without_a_new_fit(tmp_path, synthetic_d
     with pytest.raises(EmpoError, match="the samplers are the ETM's; this is a ftm model"):
         pipeline.model_config_for(resolve_config("hopper-medium", "mopo", "smoke",
                                                  overrides={"model": {"samplers": {"etm": {"eval_langevin": {"steps": 3}}}}}))
+
+
+def test_model_cache_keys_stay_those_of_the_models_already_cached():
+    """A new model setting at its default must not move the key (every cached model would be fitted
+    again); these keys were computed by the code before etm.mean_head existed."""
+    from empo.models import load_model_config
+
+    data = synthetic_transitions(n=300)
+    expected = {("etm", "quick"): "2d7f9d2110be", ("etm", "paper"): "cc20142268b8", ("ftm", "quick"): "3fc0655b1431"}
+    for (kind, preset), digest in expected.items():
+        assert pipeline.model_cache_dir("hopper-medium", load_model_config(kind, preset), data, 0).name == \
+            f"hopper-medium-{kind}-{digest}-s0"
+    with_head = load_model_config("etm", "quick", {"etm": {"mean_head": True}})
+    assert "2d7f9d2110be" not in pipeline.model_cache_dir("hopper-medium", with_head, data, 0).name
