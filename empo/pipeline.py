@@ -357,6 +357,12 @@ def _run(
     transitions = prepare_dataset(task.name, info.get("d4rl_path"), info.get("minari_id"), log=log)
     if model is None:
         model, model_dir = prepare_model(config, task, transitions, device, model_dir, progress, log, threads)
+    elif config.model.samplers:  # a model object of the caller's: its samplers change as a cached one's would
+        from empo.models.config import with_samplers
+
+        if getattr(model, "kind", None) != "etm" or not hasattr(model, "config"):
+            raise EmpoError(f"model.samplers changes an ETM's samplers; the model given is {getattr(model, 'kind', type(model).__name__)}")
+        model.config = with_samplers(model.config, config.model.samplers)
     check_dynamics(model, task, where="the transition model")
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -255,6 +255,10 @@ def test_sb3_sac_as_the_loop_agent(tmp_path, synthetic_dataset, capsys):
     assert train_cli.main([*common, "--run-dir", str(straight)]) == 0
     summary = json.loads((straight / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["agent"] == "sb3-sac" and summary["updates"] == 80
+    assert "sb3-sac does not apply" in capsys.readouterr().out  # the settings SB3's SAC has no place for
+    state = (torch.random.get_rng_state(), np.random.get_state()[1].copy())
+    load_run(straight)  # building SB3's SAC to load a run leaves the global generators alone
+    assert torch.equal(state[0], torch.random.get_rng_state()) and (state[1] == np.random.get_state()[1]).all()
     rows = read_rows(straight)
     assert all(np.isfinite(float(r["critic_loss"])) and np.isfinite(float(r["alpha"])) for r in rows)
     assert all(r["q1_mean"] == "nan" for r in rows)  # SB3 does not report it: logged as not measured
@@ -288,7 +292,7 @@ def test_sb3_sac_as_the_loop_agent(tmp_path, synthetic_dataset, capsys):
     real = int(200 * config.training.real_ratio)
     real_obs = trainer.real_buffer.storage["observations"][: len(trainer.real_buffer)]
     in_real = [(real_obs == row).all(dim=1).any().item() for row in sample.observations]
-    assert all(in_real[:real]) and sample.rewards.shape == (200, 1) and sample.dones.shape == (200, 1)
+    assert all(in_real[:real]) and not all(in_real) and sample.rewards.shape == (200, 1) and sample.dones.shape == (200, 1)
 
 
 def test_framework_agents_refuse_what_only_the_builtin_agent_does():

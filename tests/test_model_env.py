@@ -291,3 +291,19 @@ def test_the_docs_example_runs(monkeypatch):
     namespace: dict = {}
     exec(compile(example, "docs/integrations.md", "exec"), namespace)
     assert namespace["agent"].num_timesteps >= 1_000
+
+
+def test_step_some_moves_only_the_active_envs_and_keeps_state_on_errors(data):
+    env = ModelEnv(FakeDynamics(noise=0.05), TASK, data, num_envs=4, horizon=2, autoreset_mode="Disabled")
+    obs, _ = env.reset(seed=0)
+    active = np.array([True, False, True, False])
+    stepped, *_ = env.step_some(np.zeros((4, 3), np.float32), active)
+    again, _ = env.reset(options={"reset_mask": np.zeros(4, bool)})  # no env reset: the current states
+    assert np.allclose(again[~active], obs[~active]) and not np.allclose(again[active], obs[active])
+    env.step_some(np.zeros((4, 3), np.float32), active)  # the active ones reach the horizon
+    assert env.ended.tolist() == [True, False, True, False]
+    with pytest.raises(EmpoError, match="actions must have shape"):
+        env.step_some(np.zeros((2, 3), np.float32), ~active)
+    assert env.ended.tolist() == [True, False, True, False]  # a failed call leaves the end flags as they were
+    with pytest.raises(EmpoError, match="bool mask of shape"):
+        env.step_some(np.zeros((4, 3), np.float32), np.array([True, False]))

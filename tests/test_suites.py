@@ -69,3 +69,34 @@ def test_the_shipped_halfcheetah_suite():
         assert (suites.suite_dir("halfcheetah") / entry["file"]).is_file()
     true = [p["true_value"] for p in policies]
     assert true[0] == min(true) and max(true) - min(true) > 1000  # graded: random lowest, a wide spread
+
+
+def test_two_runs_and_a_repeated_step_make_distinct_files(tmp_path):
+    for seed in (0, 1):
+        folder = tmp_path / f"run{seed}" / "suite"
+        folder.mkdir(parents=True)
+        make_snapshots(folder, [100.0 + 1000 * seed, 1500.0 + 1000 * seed])
+        blob = torch.load(folder / "halfcheetah-step0002000.pt", weights_only=True)
+        blob["meta"]["seed"] = seed
+        torch.save(blob, folder.parent / "halfcheetah-best.pt")  # the same step as a snapshot: one actor
+        for file in folder.glob("*.pt"):
+            b = torch.load(file, weights_only=True)
+            b["meta"]["seed"] = seed
+            torch.save(b, file)
+    root = tmp_path / "suites"
+    index = suites.build_suite("halfcheetah", [tmp_path / "run0", tmp_path / "run1"], count=10, episodes=1, out_root=root,
+                               progress=False, log=lambda *_: None)
+    files = [p["file"] for p in index["policies"][1:]]
+    assert len(files) == 4 == len(set(files)) and all("-s0-" in f or "-s1-" in f for f in files)
+    assert sorted(p.name for p in root.glob("halfcheetah-*.pt")) == sorted(files)
+
+
+def test_random_actions_restart_for_every_use():
+    task = get_task("hopper-medium")
+    (policy,) = ope.load_policies(["random"], task)
+    obs = torch.zeros(4, task.obs_dim)
+    ope.restart([policy])
+    first = policy.act(obs)
+    assert not torch.equal(policy.act(obs), first)  # a stream of draws
+    ope.restart([policy])
+    assert torch.equal(policy.act(obs), first)

@@ -225,12 +225,18 @@ class ModelEnv(VectorEnv):
         that step part of the batch, e.g. tianshou's collector (empo/integrations/tianshou.py)."""
         if self._obs is None:
             raise EmpoError("ModelEnv: call reset() before step()")
-        active = np.asarray(active, dtype=bool)
+        active = np.asarray(active)
+        if active.shape != (self.num_envs,) or active.dtype != bool:
+            raise EmpoError(f"ModelEnv.step_some: active must be a bool mask of shape ({self.num_envs},), got {active.dtype} {active.shape}")
         idle = ~active
         idle_t = torch.as_tensor(idle, device=self.device)
         obs_before, elapsed_before, ended_before = self._obs.clone(), self._elapsed.clone(), self._ended.copy()
         self._ended = np.where(idle, False, self._ended)  # an ended idle env is carried along, not stepped for real
-        result = self.step(actions)
+        try:
+            result = self.step(actions)
+        except BaseException:
+            self._obs, self._elapsed, self._ended = obs_before, elapsed_before, ended_before
+            raise
         self._obs = torch.where(idle_t[:, None], obs_before, self._obs)
         self._elapsed = torch.where(idle_t, elapsed_before, self._elapsed)
         self._ended = np.where(idle, ended_before, self._ended)

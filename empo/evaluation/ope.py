@@ -49,6 +49,7 @@ class OPEPolicy:
     act: PolicyFn
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
+    reset: Callable[[], None] | None = None  # a stateful policy's restart (random actions), before each use
 
 
 class Estimator(Protocol):
@@ -61,8 +62,12 @@ class Estimator(Protocol):
 class _UniformRandom(nn.Module):
     def __init__(self, act_dim: int, seed: int = 0) -> None:
         super().__init__()
-        self.act_dim = act_dim
+        self.act_dim, self.seed = act_dim, seed
         self.generator = torch.Generator().manual_seed(seed)
+
+    def reset(self) -> None:
+        """Back to the first draw: every estimator (and the true value) sees the same random actions."""
+        self.generator.manual_seed(self.seed)
 
     def forward(self, obs: Tensor) -> Tensor:
         return (torch.rand(obs.shape[0], self.act_dim, generator=self.generator) * 2 - 1).to(obs.device)
@@ -108,12 +113,13 @@ def load_policy(spec: str | Path, task: Task) -> list[OPEPolicy]:
     from empo.runs import load_policy_file, load_run
 
     spec_str = str(spec)
-    if spec_str == "suite":  # the env's shipped suite (empo/evaluation/suites.py), with cached true values
+    if spec_str == "suite" and not Path(spec_str).exists():  # the env's shipped suite, with cached true values
         from empo.evaluation.suites import read_suite, suite_dir, suite_policies
 
         return suite_policies(read_suite(task.env.name), suite_dir(task.env.name), task)
     if spec_str == "random":
-        return [_checked(OPEPolicy("random", _on_cpu(_UniformRandom(task.act_dim)), "uniform random actions"), task)]
+        uniform = _UniformRandom(task.act_dim)
+        return [_checked(OPEPolicy("random", _on_cpu(uniform), "uniform random actions", reset=uniform.reset), task)]
     path = Path(spec)
     if path.is_dir():
         if (path / "config.yaml").is_file() and (path / "checkpoint.pt").is_file():
@@ -174,6 +180,13 @@ def _checked(policy: OPEPolicy, task: Task, path: Path | None = None) -> OPEPoli
     return policy
 
 
+def restart(policies: Sequence[OPEPolicy]) -> None:
+    """Restart the stateful policies (random actions), so that each use draws the same numbers whatever ran before."""
+    for policy in policies:
+        if policy.reset is not None:
+            policy.reset()
+
+
 def load_policies(specs: Sequence[str | Path], task: Task) -> list[OPEPolicy]:
     policies = [policy for spec in specs for policy in load_policy(spec, task)]
     names = [p.name for p in policies]
@@ -201,6 +214,7 @@ def true_values(
 
     if episodes < 1:
         raise EmpoError(f"--episodes must be at least 1, got {episodes}")
+    restart(policies)
     envs = [make_env(task.gym_id) for _ in range(episodes)]
     means, errors = [], []
     try:
@@ -298,6 +312,7 @@ class ModelEstimator:
     def estimate(self, policies: Sequence[OPEPolicy]) -> np.ndarray:
         from tqdm.auto import tqdm
 
+        restart(policies)
         n_starts, n_policies = self.starts.shape[0], len(policies)
         obs = self.starts.repeat(n_policies, 1)  # rows [p * n_starts : (p + 1) * n_starts] are policy p's
         owner = torch.arange(n_policies, device=self.device).repeat_interleave(n_starts)
@@ -418,6 +433,7 @@ class FQE:
     def estimate(self, policies: Sequence[OPEPolicy]) -> np.ndarray:
         from tqdm.auto import tqdm
 
+        restart(policies)
         values = []
         for policy in tqdm(policies, desc="FQE", unit="policy", disable=not self.progress):
             with torch.enable_grad():

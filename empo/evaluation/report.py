@@ -74,8 +74,11 @@ def _read_run(run_dir: Path) -> RunRecord:
     missing = [k for k in ("task", "algo", "preset", "seed", "status") if k not in summary]
     if missing:
         raise EmpoError(f"{run_dir / 'summary.json'}: missing {', '.join(missing)} (not a run of empo-train?)")
+    # runs of another agent (empo-train --agent) are their own group, never pooled with the built-in SAC's
+    agent = summary.get("agent", "sac")
+    algo = summary["algo"] if agent == "sac" else f"{summary['algo']} ({agent})"
     return RunRecord(
-        run_dir, summary["task"], summary["algo"], summary["preset"], int(summary["seed"]), summary["status"], summary,
+        run_dir, summary["task"], algo, summary["preset"], int(summary["seed"]), summary["status"], summary,
         np.asarray(updates), np.asarray(scores), str(info.get("dataset_source", "unknown")),
     )
 

@@ -9,8 +9,8 @@ each policy's true value (mean discounted return of real episodes, :func:`empo.e
 cached in the suite's index ``<env>-index.json`` with the settings it was computed with. (One flat
 folder for every env: a folder per env would be a package that setuptools warns about.) ``empo-ope
 --policies suite`` reads the suite and uses the cached values when its settings match.
-Commands: ``empo-data suite ENV --from DIR`` (build), ``empo-data suite ENV --true-values``
-(recompute the values).
+Commands: ``empo-data suite ENV --from DIR`` (build), ``empo-data suite ENV`` (without
+``--from``: recompute the values).
 """
 
 from __future__ import annotations
@@ -111,7 +111,14 @@ def build_suite(
     if len(candidates) < 2:
         raise EmpoError(f"{', '.join(map(str, sources))}: {len(candidates)} behaviour actors of {env} with a recorded "
                         "return; a suite needs at least 2 (train with: empo-data train-behaviour ENV-expert --suite-every 25000)")
+    # one actor per (run seed, training step): a run's best or medium actor saved at a snapshot's step is
+    # that snapshot again
+    unique: dict[tuple[int, int], tuple[Path, dict[str, Any]]] = {}
+    for file, meta in candidates:
+        unique.setdefault((int(meta.get("seed", 0)), int(meta.get("train_steps", 0))), (file, meta))
+    candidates = list(unique.values())
     picked = [candidates[i] for i in graded([float(m["stochastic_return"]) for _, m in candidates], count)]
+    several_runs = len({int(meta.get("seed", 0)) for _, meta in picked}) > 1
     folder = out_root or suites_root()
     staging = folder / f".{env}-staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -120,7 +127,7 @@ def build_suite(
                                       "source": "uniform random actions"}]
     for file, meta in picked:
         steps = int(meta.get("train_steps", 0))
-        name = f"{env}-step{steps:07d}"
+        name = f"{env}-s{int(meta.get('seed', 0))}-step{steps:07d}" if several_runs else f"{env}-step{steps:07d}"
         shutil.copyfile(file, staging / f"{name}.pt")
         entries.append({"name": name, "file": f"{name}.pt", "train_steps": steps,
                         "training_return": round(float(meta["stochastic_return"]), 1), "source": str(file)})
@@ -136,7 +143,7 @@ def build_suite(
     index = _with_true_values(index, staging, episodes, gamma, seed, progress, log)
     # the old suite's files out, the new ones in, the index last (a suite is read through its index)
     (folder / INDEX.format(env=env)).unlink(missing_ok=True)
-    for old in folder.glob(f"{env}-step*.pt"):
+    for old in [*folder.glob(f"{env}-step*.pt"), *folder.glob(f"{env}-s*-step*.pt")]:
         old.unlink()
     for new in staging.iterdir():
         new.rename(folder / new.name)

@@ -15,6 +15,7 @@ applied) and its actor clamps the log-std to [-20, 2]. See docs/integrations.md.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import gymnasium as gym
@@ -73,7 +74,34 @@ class _SpacesOnly(gym.Env):
         raise EmpoError("the sb3-sac agent learns from the EMPO loop's buffers; its env is never stepped")
 
 
+def not_applied(config: TrainConfig) -> list[str]:
+    """The run's ``sac:`` settings that SB3's SAC has no place for (it runs its own instead)."""
+    sac = config.sac
+    notes = []
+    if sac.critic_layer_norm:
+        notes.append("sac.critic_layer_norm=true (SB3's critics have no LayerNorm)")
+    if (sac.actor_lr, sac.alpha_lr) != (sac.critic_lr, sac.critic_lr):
+        notes.append(f"sac.actor_lr={sac.actor_lr} and sac.alpha_lr={sac.alpha_lr} (SB3 has one rate: sac.critic_lr={sac.critic_lr})")
+    if sac.actor_lr_cosine_decay:
+        notes.append("sac.actor_lr_cosine_decay=true (SB3's rate is constant here)")
+    if (sac.log_std_min, sac.log_std_max) != (-20.0, 2.0):
+        notes.append(f"sac.log_std_min/max={sac.log_std_min}/{sac.log_std_max} (SB3 clamps to -20/2)")
+    return notes
+
+
 def make_sac(config: TrainConfig, task: Task, device: torch.device | str, context: AgentContext | None = None) -> SAC:
+    """SB3's SAC for the run's settings, its weights from ``config.seed``. SB3 seeds the process's global
+    generators when given a seed; their state is put back, so building one (to load a run) changes nothing."""
+    states = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+    try:
+        return _make_sac(config, task, device, context)
+    finally:
+        torch.random.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
+def _make_sac(config: TrainConfig, task: Task, device: torch.device | str, context: AgentContext | None = None) -> SAC:
     sac_config = config.sac
     target_entropy: Any = "auto" if sac_config.target_entropy is None else float(sac_config.target_entropy)
     sac = SAC(
@@ -101,6 +129,9 @@ class SB3Agent:
     def __init__(self, context: AgentContext) -> None:
         self.context = context
         self.sac = make_sac(context.config, context.task, context.device, context)
+        skipped = not_applied(context.config)
+        if skipped:
+            context.log(f"sb3-sac does not apply {'; '.join(skipped)}")
         self.obs_dim, self.act_dim = context.task.obs_dim, context.task.act_dim
         self.metric_names = tuple(METRICS.values()) if context.config.sac.auto_alpha else ("critic_loss", "actor_loss", "alpha")
 
@@ -115,7 +146,9 @@ class SB3Agent:
 
     def train(self, steps: int) -> None:
         self.sac.train(gradient_steps=steps, batch_size=self.context.config.training.batch_size)
-        logged = self.sac.logger.name_to_value
+        logged = dict(self.sac.logger.name_to_value)
+        if "train/critic_loss" in logged:  # SB3 logs half the sum of the critics' squared errors; the loop, the sum
+            logged["train/critic_loss"] *= 2.0
         self.context.add_metrics({name: logged[key] for key, name in METRICS.items() if key in logged}, steps)
         self.sac.logger.dump()  # clears the recorded values (no output formats)
 

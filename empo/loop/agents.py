@@ -66,6 +66,7 @@ class AgentContext:
     penalty: Penalty
     metric_names: tuple[str, ...]  # the loop's update metrics, in the order of metric_sums
     metric_sums: torch.Tensor  # [len(metric_names)], zeroed by the loop each epoch
+    log: Callable[[str], Any] = print  # one-line messages to the user (e.g. settings an agent cannot apply)
 
     def mixed_batch(self, batch_size: int | None = None) -> dict[str, torch.Tensor]:
         """``batch_size`` rows (default training.batch_size), real ones at training.real_ratio."""

@@ -140,7 +140,7 @@ class Trainer:
         self.metric_sums = torch.zeros(len(UPDATE_METRICS), device=self.device)
         self.agent: LoopAgent = build_agent(AgentContext(
             config, self.task, self.device, self.real_buffer, self.model_buffer, self.sample_generator, self.penalty,
-            UPDATE_METRICS, self.metric_sums,
+            UPDATE_METRICS, self.metric_sums, log,
         ))
         self.reported = [name in self.agent.metric_names for name in UPDATE_METRICS]
 
