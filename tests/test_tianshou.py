@@ -41,7 +41,8 @@ def one_line_error(call, *args, match):
 
 # ------------------------------------------------------------------------------ the vector env
 def test_reset_and_step_speak_tianshous_api():
-    venv = venv_of(num_envs=4, horizon=5, penalty_coef=1.0)
+    # one healthy start state and zero actions: no env ends in these steps, whatever the seed
+    venv = venv_of(FakeDynamics(noise=0.0), one_state_dataset(), num_envs=4, horizon=5, penalty_coef=1.0)
     assert len(venv) == venv.env_num == 4 and not venv.is_async
     assert venv.action_space == [venv.env.single_action_space] * 4  # tianshou reads one space per env
     assert venv.get_env_attr("horizon", [1, 3]) == [5, 5]
