@@ -126,6 +126,14 @@ def test_report_statistics_on_hand_computed_inputs(tmp_path):
     assert rows[0]["final_normalized_score"]["mean"] == 15.0
     assert rows[0]["final_normalized_score"]["std"] == pytest.approx(np.std([10.0, 20.0], ddof=1))
     assert rows[0]["best_normalized_score"]["mean"] == 35.0 and rows[0]["wall_time_h"] == 1.0
+    # a run of another agent is its own row, not a third seed of the built-in SAC's
+    other = tmp_path / "r-sb3"
+    other.mkdir()
+    (other / "summary.json").write_text(json.dumps({
+        "task": "hopper-medium", "algo": "empo", "agent": "sb3-sac", "preset": "quick", "seed": 0, "status": "finished",
+        "final_normalized_score": 50.0, "last10_mean_normalized_score": 50.0, "best_normalized_score": 50.0, "wall_time_s": 60.0}))
+    rows = summarize(collect_runs([tmp_path]))
+    assert [(r["algo"], r["seeds"]) for r in rows] == [("empo", 2), ("empo (sb3-sac)", 1)]
     (tmp_path / "empty").mkdir()
     with pytest.raises(EmpoError, match="no runs here"):
         collect_runs([tmp_path / "empty"])
