@@ -35,13 +35,7 @@ from empo.utils import device_name, git_commit
 
 
 def run_one(config, run_dir: Path, model_dir: Path) -> dict[str, Any]:
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file() and '"finished"' in summary_path.read_text():
-        pass  # reuse the finished run
-    elif (run_dir / "checkpoint.pt").is_file():
-        pipeline.resume(run_dir, device="cpu", progress=False)
-    else:
-        pipeline.train_agent(config, run_dir, model_dir=model_dir, device="cpu", progress=False)
+    pipeline.run_or_resume(config, run_dir, device="cpu", progress=False, model_dir=model_dir)  # a finished run is reused
     rows = list(csv.DictReader((run_dir / "progress.csv").open(newline="")))
     updates = sum(float(r["time_update"]) for r in rows)
     steps = config.training.steps_per_epoch * len(rows)

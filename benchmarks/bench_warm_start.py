@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -46,15 +45,6 @@ def warm_model(model_dir: Path, task_name: str, steps: int, out: Path) -> Path:
     return out
 
 
-def run(config, run_dir: Path, model_dir: Path) -> dict:
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished":
-        return json.loads(summary_path.read_text())
-    if (run_dir / "checkpoint.pt").is_file():
-        return pipeline.resume(run_dir, device="cpu", progress=False)
-    return pipeline.train_agent(config, run_dir, model_dir=model_dir, device="cpu", progress=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="an ETM fit with etm.mean_head: true")
@@ -70,7 +60,7 @@ def main() -> None:
     for seed in args.seeds:
         config = resolve_config(args.task, "empo", "quick", seed)
         run_dir = args.work / f"{args.task}-empo-quick-warm{args.steps}-s{seed}"
-        summary = run(config, run_dir, model_dir)
+        summary, _ = pipeline.run_or_resume(config, run_dir, device="cpu", progress=False, model_dir=model_dir)
         progress = list(csv.DictReader((run_dir / "progress.csv").open(newline="")))
         rows.append((seed, summary, float(np.mean([float(r["time_rollout"]) for r in progress]))))
         print(seed, {k: summary.get(k) for k in ("status", "epochs", "final_normalized_score", "last10_mean_normalized_score")},

@@ -35,16 +35,19 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise EmpoError(
-                f"{where}: unknown key '{key}'{hint}; valid keys: {', '.join(sorted(fields))}"
-            )
+            raise unknown_key(key, list(fields), where)
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise EmpoError(f"{where}: {exc}") from None
+
+
+def unknown_key(key: Any, valid: list[str], where: str) -> EmpoError:
+    """The error for a key that is not one of ``valid``: it names the key, the closest valid one and all of them."""
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return EmpoError(f"{where}: unknown key '{key}'{hint}; valid keys: {', '.join(sorted(valid))}")
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

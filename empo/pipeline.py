@@ -150,7 +150,6 @@ def prepare_model(
 ) -> tuple[Dynamics, Path | None]:
     """(model, its folder): the model in ``model_dir``, the cached one, or a new fit (then cached)."""
     from empo.models import load_dynamics
-    from empo.models.config import with_samplers
 
     kind = config.algorithm.model_kind
     model_config = model_config_for(config)
@@ -168,10 +167,20 @@ def prepare_model(
             raise EmpoError(f"--model-dir {model_dir} holds a {model.kind} model, but {config.algo} needs a {kind} model")
     else:
         model, model_dir = cached_model(model_config, task, transitions, config.seed, device, progress, log, threads)
-    if config.model.samplers:
-        model.config = with_samplers(model.config, config.model.samplers)
-        log(f"model.samplers: the model's inference samplers changed by {config.model.samplers}")
-    return model, model_dir
+    return with_run_samplers(model, config, log), model_dir
+
+
+def with_run_samplers(model: Dynamics, config: TrainConfig, log: Log = print) -> Dynamics:
+    """``model`` with the run's ``model.samplers`` applied (an ETM's inference samplers; no new fit)."""
+    from empo.models.config import with_samplers
+
+    if not config.model.samplers:
+        return model
+    if getattr(model, "kind", None) != "etm" or not hasattr(model, "config"):
+        raise EmpoError(f"model.samplers changes an ETM's samplers; the model is {getattr(model, 'kind', type(model).__name__)}")
+    model.config = with_samplers(model.config, config.model.samplers)
+    log(f"model.samplers: the model's inference samplers changed by {config.model.samplers}")
+    return model
 
 
 def cached_model(
@@ -312,6 +321,32 @@ def resume(
     return _run(config, run_dir, info, device, None, info.get("model_dir"), progress, threads, stop_after, log, resuming=True)
 
 
+def run_or_resume(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    threads: ThreadCounter | None = None,
+    log: Log = print,
+    model_dir: str | Path | None = None,
+    command: str | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Bring the run in ``run_dir`` to its end whatever state it is in: (summary, how), how being
+    "finished before" (its summary, nothing run), "resumed" (from its checkpoint) or "started"."""
+    from empo.loop.trainer import CHECKPOINT
+
+    run_dir = Path(run_dir)
+    previous = load_json_object(run_dir / "summary.json", "the summary of an empo-train run", missing_ok=True)
+    if previous.get("status") == "finished":
+        return previous, "finished before"
+    if (run_dir / CHECKPOINT).is_file():
+        return resume(run_dir, device=device, progress=progress, threads=threads, log=log), "resumed"
+    summary = train_agent(config, run_dir, device=device, model_dir=model_dir, progress=progress, threads=threads,
+                          log=log, command=command)
+    return summary, "started"
+
+
 def _clear_unfinished_attempt(run_dir: Path, log: Log) -> None:
     """Logs of an earlier start that died before its first checkpoint (a kill between its first CSV
     row and the checkpoint) would be appended to by the new start: remove them first."""
@@ -357,12 +392,8 @@ def _run(
     transitions = prepare_dataset(task.name, info.get("d4rl_path"), info.get("minari_id"), log=log)
     if model is None:
         model, model_dir = prepare_model(config, task, transitions, device, model_dir, progress, log, threads)
-    elif config.model.samplers:  # a model object of the caller's: its samplers change as a cached one's would
-        from empo.models.config import with_samplers
-
-        if getattr(model, "kind", None) != "etm" or not hasattr(model, "config"):
-            raise EmpoError(f"model.samplers changes an ETM's samplers; the model given is {getattr(model, 'kind', type(model).__name__)}")
-        model.config = with_samplers(model.config, config.model.samplers)
+    else:  # a model object of the caller's: its samplers change as a cached one's would
+        model = with_run_samplers(model, config, log)
     check_dynamics(model, task, where="the transition model")
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from empo.config import from_dict, load_json_object, load_yaml
+from empo.config import from_dict, load_yaml
 from empo.errors import EmpoError
 from empo.utils import atomic_write_text
 
@@ -100,7 +100,7 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
 
     torch.set_num_threads(threads)
     from empo.loop.config import resolve_config
-    from empo.pipeline import resume, train_agent
+    from empo.pipeline import run_or_resume
 
     run_dir = Path(sweep_dir) / run.run_id
     started = time.perf_counter()
@@ -109,16 +109,9 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = (run_dir / "log.txt").open("a")
         with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
-            previous = load_json_object(run_dir / "summary.json", "the summary of an empo-train run", missing_ok=True)
-            if previous.get("status") == "finished":
-                summary, status = previous, "skipped (finished before)"
-            elif (run_dir / "checkpoint.pt").is_file():
-                summary = resume(run_dir, device=device, progress=False)
-                status = "finished"
-            else:
-                config = resolve_config(run.task, run.algo, run.preset, run.seed, run.overrides or None)
-                summary = train_agent(config, run_dir, device=device, progress=False, command=f"empo-sweep {run.run_id}")
-                status = "finished"
+            config = resolve_config(run.task, run.algo, run.preset, run.seed, run.overrides or None)
+            summary, how = run_or_resume(config, run_dir, device=device, progress=False, command=f"empo-sweep {run.run_id}")
+            status = "skipped (finished before)" if how == "finished before" else "finished"
         return {"status": status, "summary": summary, "seconds": time.perf_counter() - started}
     except BaseException as exc:  # a failing run is recorded; the sweep goes on (KeyboardInterrupt included)
         if log_file is not None:

@@ -114,9 +114,9 @@ def load_policy(spec: str | Path, task: Task) -> list[OPEPolicy]:
 
     spec_str = str(spec)
     if spec_str == "suite" and not Path(spec_str).exists():  # the env's shipped suite, with cached true values
-        from empo.evaluation.suites import read_suite, suite_dir, suite_policies
+        from empo.evaluation.suites import shipped_suite
 
-        return suite_policies(read_suite(task.env.name), suite_dir(task.env.name), task)
+        return shipped_suite(task)
     if spec_str == "random":
         uniform = _UniformRandom(task.act_dim)
         return [_checked(OPEPolicy("random", _on_cpu(uniform), "uniform random actions", reset=uniform.reset), task)]

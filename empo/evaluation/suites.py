@@ -36,11 +36,6 @@ def suites_root() -> Path:
     return Path(str(importlib.resources.files("empo.data") / "policies" / "suites"))
 
 
-def suite_dir(env: str) -> Path:
-    """The folder of ``env``'s suite files (one folder holds every env's)."""
-    return suites_root()
-
-
 def read_suite(env: str, root: Path | None = None) -> dict[str, Any]:
     """The index of ``env``'s shipped suite; a one-line error when there is none."""
     from empo.config import load_json_object
@@ -193,3 +188,8 @@ def suite_policies(index: dict[str, Any], folder: Path, task: Any) -> list[Any]:
             policy.meta["cached_true_value"] = (float(entry["true_value"]), float(entry["true_stderr"]), dict(index["true_values"]))
         policies.append(policy)
     return policies
+
+
+def shipped_suite(task: Any) -> list[Any]:
+    """The policies of the shipped suite of ``task``'s env, with their cached true values."""
+    return suite_policies(read_suite(task.env.name), suites_root(), task)

@@ -14,7 +14,6 @@ Each registered algorithm has a section named after it at the top level of the d
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from empo.agents.sac import SACConfig
-from empo.config import from_dict, merge
+from empo.config import from_dict, merge, unknown_key
 from empo.errors import EmpoError
 from empo.loop.agents import AGENTS, unsupported_settings
 from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
@@ -177,9 +176,7 @@ def _with_algorithm_sections(data: dict[str, Any], where: str) -> dict[str, Any]
     known = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "algorithms"] + list(ALGORITHMS)
     for key in data:
         if key not in known and key != "algorithms":
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise EmpoError(f"{where}: unknown key '{key}'{hint}; valid keys: {', '.join(sorted(known))}")
+            raise unknown_key(key, known, where)
     data = dict(data)
     given = data.pop("algorithms", None) or {}
     if not isinstance(given, dict):
