@@ -125,14 +125,20 @@ def model_config_for(config: TrainConfig) -> ModelConfig | None:
 
 # settings added after models were first cached: left out of the cache key while at these values,
 # so that every model cached before they existed keeps its key (and is not fitted again)
-KEY_COMPATIBLE_DEFAULTS: dict[tuple[str, str], Any] = {("etm", "mean_head"): False}
+KEY_COMPATIBLE_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("etm", "mean_head"): False,
+    **{("etm", sampler, "init_noise"): 0.0 for sampler in ("train_langevin", "rollout_langevin", "eval_langevin")},
+}
 
 
 def model_cache_dir(task_name: str, model_config: ModelConfig, transitions: Transitions, seed: int) -> Path:
     settings = asdict(model_config)
-    for (section, key), value in KEY_COMPATIBLE_DEFAULTS.items():
-        if settings[section].get(key, value) == value:
-            settings[section].pop(key, None)
+    for (*parents, key), value in KEY_COMPATIBLE_DEFAULTS.items():
+        section = settings
+        for name in parents:
+            section = section[name]
+        if section.get(key, value) == value:
+            section.pop(key, None)
     blob = json.dumps({"model": settings, "data": dataset_fingerprint(transitions)}, sort_keys=True)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
     return empo_home() / "models" / f"{task_name}-{model_config.kind}-{digest}-s{seed}"

@@ -1,5 +1,6 @@
 """ETM and FTM ensembles: shapes, scalers, batched == per member, InfoNCE learns, save/load, errors."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -261,8 +262,49 @@ def test_etm_mean_head_is_trained_saved_and_starts_the_sampler(tmp_path):
 def test_a_mean_head_start_needs_the_mean_head():
     with pytest.raises(EmpoError, match="rollout_langevin.init is mean_head, which needs mean_head: true"):
         load_model_config("etm", "smoke", {"etm": {"rollout_langevin": {"init": "mean_head"}}})
-    with pytest.raises(EmpoError, match="train_langevin.init: mean_head is for inference samplers"):
-        load_model_config("etm", "smoke", {"etm": {"mean_head": True, "train_langevin": {"init": "mean_head"}}})
+    with pytest.raises(EmpoError, match="train_langevin.init is mean_head, which needs mean_head: true"):
+        load_model_config("etm", "smoke", {"etm": {"train_langevin": {"init": "mean_head"}}})
+    with pytest.raises(EmpoError, match="eval_langevin.init: positive is for training negatives"):
+        load_model_config("etm", "smoke", {"etm": {"eval_langevin": {"init": "positive"}}})
+    with pytest.raises(EmpoError, match="init_noise must be >= 0"):
+        load_model_config("etm", "smoke", {"etm": {"train_langevin": {"init_noise": -0.1}}})
+
+
+@pytest.mark.parametrize("init", ["positive", "mean_head"])
+def test_warm_started_negatives_start_at_their_start_plus_init_noise(init):
+    from empo.models.etm import ETMDynamics, negative_start, sample_negatives
+
+    torch.manual_seed(0)
+    config = load_model_config("etm", "smoke", {"etm": {"mean_head": True, "num_negatives": 4000, "train_langevin": {"init": init, "steps": 0}}})
+    model = ETMDynamics(3, 2, "never", config)
+    x = torch.randn(config.etm.ensemble_size, 2, 5)
+    y_pos = torch.rand(config.etm.ensemble_size, 2, 4) - 0.5
+    head = model.mean_head(x)
+    start = negative_start(config.etm, y_pos, head)
+    assert torch.equal(start, y_pos if init == "positive" else head.detach())
+    code = model.energy.encode(x)
+    # no steps, no noise: every negative is its start
+    still = sample_negatives(model.energy, code, 4, config.etm, torch.Generator().manual_seed(1), start)
+    assert still.shape == (config.etm.ensemble_size, 2, 4000, 4)
+    assert torch.equal(still, start.unsqueeze(2).expand_as(still))
+    noisy_cfg = dataclasses.replace(config.etm, train_langevin=dataclasses.replace(config.etm.train_langevin, init_noise=0.1))
+    noisy = sample_negatives(model.energy, code, 4, noisy_cfg, torch.Generator().manual_seed(1), start)
+    spread = noisy - start.unsqueeze(2)
+    assert abs(float(spread.mean())) < 0.01 and abs(float(spread.std()) - 0.1) < 0.01
+    if init == "mean_head":
+        with pytest.raises(EmpoError, match="needs the ETM's mean head"):
+            negative_start(config.etm, y_pos, None)
+
+
+def test_an_etm_fits_with_negatives_warm_started_from_its_mean_head(tmp_path):
+    task, transitions = get_task("hopper-medium"), synthetic_transitions()
+    overrides = {"etm": {"mean_head": True, "epochs": 2, "train_langevin": {"init": "mean_head", "init_noise": 0.2, "steps": 5}}}
+    config = load_model_config("etm", "smoke", overrides)
+    model = train_dynamics(transitions, task, config, tmp_path / "etm", progress=False)
+    log = (tmp_path / "etm" / "train_log.csv").read_text().splitlines()
+    assert len(log) == 3
+    assert all(np.isfinite(float(value)) for value in log[-1].split(",")[1:])
+    assert model.config.etm.train_langevin.init == "mean_head"
 
 
 def test_a_model_fit_logs_its_settings_as_tensorboard_hparams(trained):
@@ -274,3 +316,22 @@ def test_a_model_fit_logs_its_settings_as_tensorboard_hparams(trained):
         events.Reload()
         assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams"), kind
         assert "hparams/holdout_next_obs_mse" in events.Tags()["scalars"], kind
+
+
+def test_on_epoch_sees_every_epoch_and_can_end_the_fit(tmp_path):
+    task, transitions = get_task("hopper-medium"), synthetic_transitions()
+    config = load_model_config("etm", "smoke", {"etm": {"epochs": 5}})
+    seen: list[int] = []
+
+    def on_epoch(epoch, model):
+        seen.append(epoch)
+        assert not model.training  # scored in eval mode
+        return epoch == 2
+
+    train_dynamics(transitions, task, config, tmp_path / "m", progress=False, on_epoch=on_epoch)
+    assert seen == [1, 2]
+    assert len((tmp_path / "m" / "train_log.csv").read_text().splitlines()) == 3
+    assert (tmp_path / "m" / "model.pt").is_file()
+    # a resumed fit goes on from the stop to the configured epochs
+    model = train_dynamics(transitions, task, config, tmp_path / "m", progress=False, resume=True, on_epoch=lambda e, m: seen.append(e))
+    assert seen == [1, 2, 3, 4, 5] and model is not None

@@ -40,8 +40,13 @@ class LangevinConfig:
     bound: float = 1.1  # values clamped to [-bound, bound] (targets are scaled to [-1, 1])
     chains: int = 1  # chains per input; the lowest-energy last iterate is returned
     # start of the chains when no warm start is given; "mean_head": the ETM's mean-regression head's
-    # prediction (needs etm.mean_head: true), the cheap warm start of sampler-steps-*-cpu.md
-    init: Literal["zeros", "uniform", "mean_head"] = "zeros"
+    # prediction (needs etm.mean_head: true), the cheap warm start of sampler-steps-*-cpu.md;
+    # "positive" (training negatives only): the true target, so that negatives are short chains
+    # from the data (contrastive-divergence style)
+    init: Literal["zeros", "uniform", "mean_head", "positive"] = "zeros"
+    # standard deviation of Gaussian noise added to every chain's start (scaled units, targets in
+    # [-1, 1]): spreads warm-started chains, e.g. negatives that start near the mean head or the data
+    init_noise: float = 0.0
     # True: t / (steps - 1), the last step uses step_size_end (the authors' code). False: t / steps,
     # which stops above step_size_end (this project before 2026-11-26; kept to reproduce old runs).
     step_size_reaches_end: bool = True
@@ -60,6 +65,8 @@ class LangevinConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if not self.init_noise >= 0:
+            raise ValueError(f"init_noise must be >= 0, got {self.init_noise}")
         if not self.step_size_start >= self.step_size_end >= 0:
             raise ValueError(
                 f"step sizes must satisfy step_size_start >= step_size_end >= 0, got {self.step_size_start} and {self.step_size_end}"
@@ -113,8 +120,9 @@ class ETMConfig:
         for name in ("train_langevin", "rollout_langevin", "eval_langevin"):
             if getattr(self, name).init == "mean_head" and not self.mean_head:
                 raise ValueError(f"{name}.init is mean_head, which needs mean_head: true")
-        if self.train_langevin.init == "mean_head":
-            raise ValueError("train_langevin.init: mean_head is for inference samplers (rollout_langevin, eval_langevin)")
+        for name in ("rollout_langevin", "eval_langevin"):
+            if getattr(self, name).init == "positive":
+                raise ValueError(f"{name}.init: positive is for training negatives (train_langevin) only: inference has no true target")
 
 
 @dataclass

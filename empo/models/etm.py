@@ -24,10 +24,32 @@ from empo.models.langevin import langevin_sample
 from empo.models.layers import MaxAbsScaler
 
 
+def negative_start(config: ETMConfig, y_pos: Tensor, head_prediction: Tensor | None = None) -> Tensor | None:
+    """Where the negatives' chains start per ``train_langevin.init``: the positives, the mean head's
+    prediction, or None (zeros or uniform, drawn by the sampler). [M, B, dim], no gradient."""
+    init = config.train_langevin.init
+    if init == "positive":
+        return y_pos.detach()
+    if init == "mean_head":
+        if head_prediction is None:
+            raise EmpoError("train_langevin.init: mean_head needs the ETM's mean head (etm.mean_head: true)")
+        return head_prediction.detach()
+    return None
+
+
 def sample_negatives(
-    net: EnergyEnsemble, code: Tensor, dim: int, config: ETMConfig, generator: torch.Generator | None = None
+    net: EnergyEnsemble,
+    code: Tensor,
+    dim: int,
+    config: ETMConfig,
+    generator: torch.Generator | None = None,
+    start: Tensor | None = None,
 ) -> Tensor:
-    """``num_negatives`` Langevin-refined negatives per input from the current energy: [M, B, K, dim]."""
+    """``num_negatives`` Langevin-refined negatives per input from the current energy: [M, B, K, dim].
+
+    ``start`` [M, B, dim] is the chains' warm start (``negative_start``); every negative's chain
+    starts there plus ``train_langevin.init_noise``.
+    """
     sampler = dataclasses.replace(config.train_langevin, chains=config.num_negatives)
     frozen_code = code.detach()
     return langevin_sample(
@@ -36,6 +58,7 @@ def sample_negatives(
         dim,
         sampler,
         generator=generator,
+        init=start,
         keep_chains=True,
         device=code.device,
         dtype=code.dtype,
@@ -62,7 +85,7 @@ def infonce_loss(
     """
     code = net.encode(x)
     if negatives is None:
-        negatives = sample_negatives(net, code, y_pos.shape[-1], config, generator)
+        negatives = sample_negatives(net, code, y_pos.shape[-1], config, generator, negative_start(config, y_pos))
     y_all = torch.cat([y_pos.unsqueeze(2), negatives], dim=2).detach().requires_grad_(True)
     energy = net.energy_from_code(code, y_all)  # [M, B, 1 + K]
     logits = -energy / config.temperature
@@ -185,15 +208,16 @@ class ETMTrainer(EnsembleTrainer):
         return min(self.cfg.holdout_eval_size, n_hold)  # Langevin prediction is costly
 
     def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
-        net = self.model.energy
+        net, head = self.model.energy, self.model.mean_head
         x, y = self.x[index], self.y[index]
+        head_prediction = head(x) if head is not None else None
         with timer:
             with torch.no_grad():
                 code = net.encode(x)
-            negatives = sample_negatives(net, code, y.shape[-1], self.cfg, self.generator)
+            start = negative_start(self.cfg, y, head_prediction)
+            negatives = sample_negatives(net, code, y.shape[-1], self.cfg, self.generator, start)
         loss, _, _ = infonce_loss(net, x, y, self.cfg, self.generator, negatives=negatives)
-        head = self.model.mean_head
-        if head is not None:  # its parameters are its own, so this term trains the head alone
-            squared = (head(x) - y).square().sum(dim=-1)  # [M, B]: each member's minibatch
+        if head_prediction is not None:  # its parameters are its own, so this term trains the head alone
+            squared = (head_prediction - y).square().sum(dim=-1)  # [M, B]: each member's minibatch
             loss = loss + (squared.sum() if self.loss_per_row else squared.mean(dim=-1).sum())
         return loss

@@ -50,7 +50,8 @@ def langevin_sample(
     ``y <- clamp(y - clamp(eta_t * (grad_scale * clamp(dE/dy) + noise * eps), move_clip), bound)``.
 
     Start: ``init`` (a warm start, shape ``[*batch_shape, dim]`` or ``[*batch_shape, K, dim]``)
-    if given, else zeros or uniform in [-1, 1] per ``config.init``. With ``keep_chains`` all K
+    if given, else zeros or uniform in [-1, 1] per ``config.init``; plus Gaussian noise of std
+    ``config.init_noise`` per chain. With ``keep_chains`` all K
     chains are returned (``[*batch_shape, K, dim]``, used for training negatives); otherwise the
     lowest-energy chain per input (``[*batch_shape, dim]``). Reproducible under ``generator``.
 
@@ -64,12 +65,14 @@ def langevin_sample(
         dtype = init.dtype
         start = init.unsqueeze(-2) if init.dim() == len(batch_shape) + 1 else init
         y = start.expand(shape).clone()
-    elif config.init == "mean_head":
-        raise EmpoError("a sampler with init mean_head needs its start (init=...) from the ETM's mean head")
+    elif config.init in ("mean_head", "positive"):
+        raise EmpoError(f"a sampler with init {config.init} needs its start (init=...) from the caller")
     elif config.init == "uniform":
         y = torch.rand(shape, generator=generator, device=device, dtype=dtype) * 2.0 - 1.0
     else:
         y = torch.zeros(shape, device=device, dtype=dtype)
+    if config.init_noise > 0.0:
+        y = y + config.init_noise * torch.randn(shape, generator=generator, device=y.device, dtype=y.dtype)
     bound = config.bound
     y = y.clamp(-bound, bound)
     with torch.enable_grad():

@@ -8,6 +8,7 @@ the device as tensors; losses are summed on the device and read once per epoch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,13 +70,16 @@ def train_dynamics(
     progress: bool = True,
     resume: bool = False,
     threads: ThreadCounter | None = None,
+    on_epoch: Callable[[int, DynamicsModel], bool | None] | None = None,
 ) -> DynamicsModel:
     """Train a ``config.kind`` model on ``transitions.qlearning()`` and save it into ``out_dir``.
 
     ``out_dir`` receives config.yaml, checkpoint.pt (every epoch, atomically), train_log.csv,
     tb/ (TensorBoard) and the final model (model.pt + model.json). With ``resume`` training
     continues from out_dir/checkpoint.pt (its config and seed win over the arguments). ``threads``
-    re-counts the free CPU cores before every epoch (empo/threads.py).
+    re-counts the free CPU cores before every epoch (empo/threads.py). ``on_epoch(epoch, model)``
+    runs after each epoch's checkpoint (e.g. to score the model on other data); returning True
+    ends the fit there, as if ``epochs`` had been reached.
     """
     from tqdm.auto import tqdm
 
@@ -170,6 +174,8 @@ def train_dynamics(
                 "generator": generator.get_state(),
             }
             recorder.save_checkpoint(snapshot)
+            if on_epoch is not None and on_epoch(epoch, model):
+                break
     finally:
         recorder.close()
     trainer.finish()
