@@ -3,7 +3,7 @@
 Each recipe is the quick model preset (configs/models/quick.yaml) plus overrides, chiefly how the
 training negatives are drawn (the cost of an ETM update is almost all their Langevin chains). A
 recipe's fit runs on one torch thread until its CPU seconds reach ``--budget-min`` (evaluation
-excluded); at each of ``--marks`` (CPU minutes) it is scored on the task's holdout (one-step) and
+excluded; the fit's own per-epoch holdout check counts); at each of ``--marks`` (CPU minutes) it is scored on the task's holdout (one-step) and
 on other datasets of the env (one-step and ``--horizon``-step open loop on the dataset's actions),
 next to the FTM given with ``--ftm``. Process CPU time, not wall time, is the budget, so that
 recipes compare fairly on a shared machine; ``--time-updates`` measures seconds per update of each
@@ -32,7 +32,7 @@ from empo.data import load_transitions
 from empo.data.tasks import get_task
 from empo.evaluation.transition_error import multi_step_error, one_step_error
 from empo.models import DynamicsModel, load_dynamics, load_model_config, train_dynamics
-from empo.utils import device_name, git_commit
+from empo.utils import atomic_write_text, device_name, git_commit
 
 HEAD_SAMPLERS = {"mean_head": True, "rollout_langevin": {"init": "mean_head", "steps": 10}, "eval_langevin": {"init": "mean_head"}}
 
@@ -52,7 +52,7 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         {**HEAD_SAMPLERS, "train_langevin": {"init": "mean_head", "init_noise": 0.25, "steps": 5}},
     ),
     "head-neg10-4x200": (
-        "head-neg10 with the published network size (4 x 200) for the energies and the head",
+        "head-neg10 with the published network size (4 x 200) for the energies (the head: 2 x 200)",
         {**HEAD_SAMPLERS, "hidden_size": 200, "hidden_layers": 4, "train_langevin": {"init": "mean_head", "init_noise": 0.25, "steps": 10}},
     ),
     "pos-neg10": (
@@ -83,6 +83,13 @@ def score(
     return out
 
 
+def recorded_curve(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    path = args.work / args.task / name / "curve.json"
+    if not path.is_file():
+        raise SystemExit(f"--no-fit: {path} does not exist (run the recipe {name!r} first)")
+    return json.loads(path.read_text())
+
+
 def run_recipe(name: str, args: argparse.Namespace, task: Any, data: Any, ood: dict[str, Any]) -> dict[str, Any]:
     out_dir = args.work / args.task / name
     curve_path = out_dir / "curve.json"
@@ -100,6 +107,9 @@ def run_recipe(name: str, args: argparse.Namespace, task: Any, data: Any, ood: d
         nonlocal eval_cpu
         fit_cpu = base + time.process_time() - started - eval_cpu
         state["cpu_s"], state["epoch"] = fit_cpu, epoch
+        # recorded before the scoring: this epoch's checkpoint is saved, so a run cut off while scoring
+        # resumes after this epoch and must count its CPU time (the mark is then scored an epoch later)
+        atomic_write_text(curve_path, json.dumps(state, indent=1))
         updates = epoch * model.config.etm.steps_per_epoch
         while pending and fit_cpu >= pending[0]:
             mark = pending.pop(0)
@@ -110,7 +120,7 @@ def run_recipe(name: str, args: argparse.Namespace, task: Any, data: Any, ood: d
             state["points"].append(point)
             print(f"{name}: {fit_cpu / 60:.1f} CPU min, {updates} updates: " + ", ".join(f"{k} {v:.4g}" for k, v in errors.items()), flush=True)
         state["done"] = not pending
-        curve_path.write_text(json.dumps(state, indent=1))
+        atomic_write_text(curve_path, json.dumps(state, indent=1))
         return state["done"]
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +141,7 @@ def score_eval_steps(name: str, args: argparse.Namespace, data: Any, ood: dict[s
         model.config.etm.eval_langevin = dataclasses.replace(sampler, steps=steps)
         by_steps[str(steps)] = score(model, data, ood, args.horizon, args.samples, args.starts)
         print(f"{name}, {steps} evaluation steps: " + ", ".join(f"{k} {v:.4g}" for k, v in by_steps[str(steps)].items()), flush=True)
-        (out_dir / "curve.json").write_text(json.dumps(state, indent=1))
+        atomic_write_text(out_dir / "curve.json", json.dumps(state, indent=1))
 
 
 def one_update(trainer: Any, timer: Any) -> None:
@@ -185,6 +195,7 @@ def main() -> int:
     parser.add_argument("--time-updates", type=int, default=0, help="only time N updates per recipe at 1 and 2 threads")
     parser.add_argument("--work", type=Path, default=Path.home() / ".empo" / "bench-etm-recipes")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--no-fit", action="store_true", help="fit nothing: report the points recorded so far (an unfinished recipe as far as it got)")
     args = parser.parse_args()
     task = get_task(args.task)
     data = load_transitions(args.task)
@@ -197,7 +208,10 @@ def main() -> int:
         return 0
     torch.set_num_threads(1)
     ood = {name: load_transitions(name) for name in args.ood}
-    curves = {name: run_recipe(name, args, task, data, ood) for name in args.recipes}
+    if args.no_fit:
+        curves = {name: recorded_curve(name, args) for name in args.recipes}
+    else:
+        curves = {name: run_recipe(name, args, task, data, ood) for name in args.recipes}
     for name, state in curves.items():
         if state["done"] and args.eval_steps:
             score_eval_steps(name, args, data, ood, state)
@@ -223,7 +237,7 @@ def write_report(args: argparse.Namespace, curves: dict[str, dict[str, Any]], ft
         f"- device: {device_name('cpu')}, one torch thread per fit; date {date.today().isoformat()}; commit {git_commit()}",
         f"- next-state MSE in raw units: holdout one-step ({args.samples} rows of the fit's holdout); other datasets: "
         f"one-step ({args.samples} rows) and {args.horizon}-step open loop ({args.starts} starts, the dataset's actions)",
-        "- CPU min: the fit's process CPU time (evaluation excluded), so that recipes compare fairly on a shared machine",
+        "- CPU min: the fit's process CPU time (this scoring excluded; the fit's own per-epoch holdout check, holdout_eval_size rows, included), so that recipes compare fairly on a shared machine",
         "",
         "| recipe | CPU min | updates | " + " | ".join(columns) + " |",
         "|---|---|---|" + "---|" * len(columns),
@@ -245,7 +259,10 @@ def write_report(args: argparse.Namespace, curves: dict[str, dict[str, Any]], ft
         for name, by_steps in scored.items():
             for steps, errors in sorted(by_steps.items(), key=lambda item: int(item[0])):
                 lines.append(f"| {name} | {steps} | " + " | ".join(f"{errors.get(c, float('nan')):.4g}" for c in columns) + " |")
-    lines += ["", "Recipes:", ""] + [f"- `{name}`: {RECIPES[name][0]}" for name in curves]
+    lines += ["", "Recipes:", ""] + [
+        f"- `{name}`: {RECIPES[name][0]}" + ("" if state["done"] else f" (stopped before its budget, at {state['cpu_s'] / 60:.1f} CPU min)")
+        for name, state in curves.items()
+    ]
     if timing:
         lines += ["", "Seconds per update (from --time-updates, side by side):", "", "| recipe | 1 thread | 2 threads |", "|---|---|---|"]
         lines += [f"| {name} | {t.get('1', float('nan')):.3f} | {t.get('2', float('nan')):.3f} |" for name, t in timing.items()]

@@ -8,7 +8,7 @@ and trains EMPO on the quick preset with it for each seed. The runs are normal r
 reuses finished ones. The table puts each run next to the figures given with ``--reference``.
 
     python benchmarks/bench_warm_start.py --model-dir ~/.empo/fidelity/hopper-medium/etm-quick-head-s0 \\
-        [--task hopper-medium] [--steps 5] [--seeds 0 1] [--work DIR] [--out FILE]
+        [--task hopper-medium] [--steps 5] [--seeds 0 1] [--set empo.penalty_coef=10 --tag=-coef10] [--work DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from empo import pipeline
+from empo.config import load_yaml
 from empo.data.tasks import get_task
-from empo.loop.config import resolve_config
+from empo.loop.config import config_from_dict, resolve_config
 from empo.models import load_dynamics
+from empo.models.config import parse_overrides
 from empo.utils import device_name, git_commit
 
 
@@ -34,6 +36,9 @@ def warm_model(model_dir: Path, task_name: str, steps: int, out: Path) -> Path:
     if steps == 0:
         return model_dir
     if (out / "model.json").is_file():
+        derived_from = load_dynamics(out).meta.get("derived_from")
+        if derived_from != str(model_dir):
+            raise SystemExit(f"{out} was derived from {derived_from}, not {model_dir}: give another --work")
         return out
     model = load_dynamics(model_dir, get_task(task_name))
     if getattr(model, "mean_head", None) is None:
@@ -53,13 +58,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-warm-start"))
     parser.add_argument("--reference", default="", help="a markdown line: the recorded scores to compare with")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training-config override for every run, as empo-train's (e.g. empo.penalty_coef=10)")
+    parser.add_argument("--tag", default="", help="appended to the run folders' names (runs with other --set values)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    overrides = parse_overrides(args.set)
     model_dir = warm_model(args.model_dir, args.task, args.steps, args.work / f"etm-warm{args.steps}")
     rows = []
     for seed in args.seeds:
-        config = resolve_config(args.task, "empo", "quick", seed)
-        run_dir = args.work / f"{args.task}-empo-quick-warm{args.steps}-s{seed}"
+        config = resolve_config(args.task, "empo", "quick", seed, overrides)
+        run_dir = args.work / f"{args.task}-empo-quick-warm{args.steps}{args.tag}-s{seed}"
+        if (run_dir / "config.yaml").is_file() and config_from_dict(load_yaml(run_dir / "config.yaml")) != config:
+            # a finished or resumable run there was made with other --set values: it would be reported as this one
+            raise SystemExit(f"{run_dir} holds a run with another config (other --set values); give them their own --tag")
         summary, _ = pipeline.run_or_resume(config, run_dir, device="cpu", progress=False, model_dir=model_dir)
         progress = list(csv.DictReader((run_dir / "progress.csv").open(newline="")))
         rows.append((seed, summary, float(np.mean([float(r["time_rollout"]) for r in progress]))))
@@ -69,7 +81,7 @@ def main() -> None:
         f"# EMPO, quick preset, {args.task}: the mean-head warm-start rollout sampler ({args.steps} steps)",
         "",
         f"- Command: `python benchmarks/bench_warm_start.py --model-dir {args.model_dir} --task {args.task} --steps {args.steps} "
-        f"--seeds {' '.join(map(str, args.seeds))}`",
+        f"--seeds {' '.join(map(str, args.seeds))}" + "".join(f" --set {a}" for a in args.set) + (f" --tag={args.tag}" if args.tag else "") + "`",
         f"- Device: {device_name('cpu')}; date {time.strftime('%Y-%m-%d')}; commit {git_commit()}",
         f"- Model: {args.model_dir} (the quick ETM with a mean head), its rollout sampler replaced by: start at the mean "
         f"head's prediction, {args.steps} Langevin steps (noise and gradient clamp as the quick preset's)."

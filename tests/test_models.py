@@ -292,7 +292,7 @@ def test_warm_started_negatives_start_at_their_start_plus_init_noise(init):
     spread = noisy - start.unsqueeze(2)
     assert abs(float(spread.mean())) < 0.01 and abs(float(spread.std()) - 0.1) < 0.01
     if init == "mean_head":
-        with pytest.raises(EmpoError, match="needs the ETM's mean head"):
+        with pytest.raises(EmpoError, match="needs the mean head's prediction"):
             negative_start(config.etm, y_pos, None)
 
 

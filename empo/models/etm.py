@@ -32,7 +32,10 @@ def negative_start(config: ETMConfig, y_pos: Tensor, head_prediction: Tensor | N
         return y_pos.detach()
     if init == "mean_head":
         if head_prediction is None:
-            raise EmpoError("train_langevin.init: mean_head needs the ETM's mean head (etm.mean_head: true)")
+            raise EmpoError(
+                "train_langevin.init: mean_head needs the mean head's prediction (etm.mean_head: true, and "
+                "infonce_loss given the negatives, as ETMTrainer.loss_for samples them)"
+            )
         return head_prediction.detach()
     return None
 
