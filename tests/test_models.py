@@ -335,3 +335,53 @@ def test_on_epoch_sees_every_epoch_and_can_end_the_fit(tmp_path):
     # a resumed fit goes on from the stop to the configured epochs
     model = train_dynamics(transitions, task, config, tmp_path / "m", progress=False, resume=True, on_epoch=lambda e, m: seen.append(e))
     assert seen == [1, 2, 3, 4, 5] and model is not None
+
+
+def test_the_quick_warm_preset_is_the_quick_preset_with_warm_started_chains():
+    quick, warm = load_model_config("etm", "quick"), load_model_config("etm", "quick-warm")
+    assert warm.etm.mean_head and warm.etm.epochs * warm.etm.steps_per_epoch == 6400
+    for sampler in ("train_langevin", "rollout_langevin", "eval_langevin"):
+        assert getattr(warm.etm, sampler).init == "mean_head" and getattr(warm.etm, sampler).steps == 10
+    assert warm.etm.train_langevin.init_noise == 0.25 and warm.etm.rollout_langevin.init_noise == 0.0
+    # everything else is the quick preset's: network, batch, negatives, loss, the samplers' clamps
+    same = {"mean_head", "epochs", "train_langevin", "rollout_langevin", "eval_langevin"}
+    for field in dataclasses.fields(quick.etm):
+        if field.name not in same:
+            assert getattr(warm.etm, field.name) == getattr(quick.etm, field.name), field.name
+    assert warm.etm.rollout_langevin.grad_clip == quick.etm.rollout_langevin.grad_clip == 10.0
+    assert warm.ftm == quick.ftm
+
+
+def test_a_preset_that_extends_an_unknown_preset_is_an_error(monkeypatch):
+    from empo.models import config as model_config
+
+    files = {"paper": {}, "quick": {"extends": "quik", "etm": {"epochs": 3}}}
+    monkeypatch.setattr(model_config, "_preset_file", lambda name: dict(files[name]))
+    with pytest.raises(EmpoError, match=r"configs/models/quick.yaml: extends 'quik'"):
+        model_config.preset_dict("quick")
+    files["quick"]["extends"] = "quick"  # itself: no endless chain
+    with pytest.raises(EmpoError, match=r"extends 'quick'"):
+        model_config.preset_dict("quick")
+
+
+def test_the_run_config_and_the_commands_take_every_model_preset():
+    import typing
+
+    from empo.config import MODEL_PRESETS
+    from empo.loop.config import ModelSection
+    from empo.models.config import PRESETS
+
+    assert PRESETS == MODEL_PRESETS
+    assert set(typing.get_args(typing.get_type_hints(ModelSection)["preset"])) == set(MODEL_PRESETS)
+    for name in MODEL_PRESETS:
+        load_model_config("etm", name)  # every listed preset has its YAML and validates
+
+
+def test_an_etm_fits_and_samples_with_the_quick_warm_preset(tmp_path):
+    task, transitions = get_task("hopper-medium"), synthetic_transitions()
+    small = {"etm": {"hidden_size": 16, "epochs": 2, "steps_per_epoch": 3, "batch_size": 32, "holdout_eval_size": 16}}
+    model = train_dynamics(transitions, task, load_model_config("etm", "quick-warm", small), tmp_path / "etm", progress=False)
+    obs = torch.as_tensor(transitions.observations[:6])
+    act = torch.as_tensor(transitions.actions[:6])
+    step = model.step(obs, act, generator=torch.Generator().manual_seed(0))
+    assert step.next_obs.shape == obs.shape and torch.isfinite(step.next_obs).all()

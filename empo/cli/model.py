@@ -28,6 +28,7 @@ from empo.cli.common import (
     seed_everything,
     start_threads,
 )
+from empo.config import MODEL_PRESETS
 from empo.errors import EmpoError
 from empo.utils import atomic_write, atomic_write_text
 
@@ -60,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=("etm", "ftm"), help="model kind (read from the run when resuming)")
     train.add_argument(
         "--preset",
-        choices=("paper", "quick", "smoke"),
+        choices=MODEL_PRESETS,
         default="paper",
         help="settings: paper (the published settings, docs/method.md; a GPU recipe), quick (ETM about 22 min, FTM about 3 min on 1M transitions, 2-core CPU), "
+        "quick-warm (the quick ETM with warm-started chains: more updates at a quarter of the cost each, about 18 min; docs/models.md), "
         "smoke (seconds; checks the plumbing) (default: paper)",
     )
     train.add_argument(

@@ -16,6 +16,7 @@ from empo.cli.common import (
     int_range,
     start_threads,
 )
+from empo.config import MODEL_PRESETS
 from empo.errors import EmpoError
 
 DESCRIPTION = """\
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--estimators", nargs="+", default=["etm", "ftm", "fqe"], choices=("etm", "ftm", "fqe"), help="default: all three"
     )
-    parser.add_argument("--preset", choices=("paper", "quick", "smoke"), default="quick", help="model preset to fit (default quick)")
+    parser.add_argument(
+        "--preset", choices=MODEL_PRESETS, default="quick", help="model preset to fit (default quick; quick-warm: docs/models.md)"
+    )
     parser.add_argument(
         "--model-dir", action="append", default=[], metavar="KIND=DIR", help="use this trained model, e.g. etm=runs/models/x (repeatable)"
     )

@@ -88,7 +88,7 @@ class ModelSection:
     """The transition model's preset (configs/models/), overrides of its fit, e.g. {etm: {epochs: 10}},
     and of its inference samplers (``samplers``)."""
 
-    preset: Literal["paper", "quick", "smoke"] = "paper"
+    preset: Literal["paper", "quick", "quick-warm", "smoke"] = "paper"  # empo.models.config.PRESETS
     overrides: dict[str, Any] = field(default_factory=dict)
     # The ETM's inference samplers, e.g. {etm: {rollout_langevin: {steps: 10}}}: applied to the model
     # the run uses (cached, --model-dir or new) without a new fit; not part of the model cache key.

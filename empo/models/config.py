@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 import yaml
 
-from empo.config import from_dict, merge
+from empo.config import MODEL_PRESETS, from_dict, merge
 from empo.errors import EmpoError
 
-PRESETS: tuple[str, ...] = ("paper", "quick", "smoke")
+PRESETS: tuple[str, ...] = MODEL_PRESETS
 KINDS: tuple[str, ...] = ("etm", "ftm")
 
 
@@ -166,17 +166,30 @@ class ModelConfig:
             raise ValueError(f"ftm.elites must be between 1 and ensemble_size, got {self.ftm.elites}")
 
 
+def _preset_file(name: str) -> dict[str, Any]:
+    text = (importlib.resources.files("empo.configs") / "models" / f"{name}.yaml").read_text()
+    loaded = yaml.safe_load(text) or {}
+    if not isinstance(loaded, dict):
+        raise EmpoError(f"configs/models/{name}.yaml: expected a mapping at the top level")
+    return loaded
+
+
 def preset_dict(preset: str) -> dict[str, Any]:
-    """The YAML of one preset as a dict (quick and smoke are merged over paper)."""
+    """The YAML of one preset as a dict: merged over the preset its ``extends:`` names (quick-warm
+    over quick), and every preset over paper."""
     if preset not in PRESETS:
         raise EmpoError(f"unknown model preset '{preset}'; valid presets: {', '.join(PRESETS)}")
-    root = importlib.resources.files("empo.configs") / "models"
-    data: dict[str, Any] = {}
-    for name in ("paper", preset) if preset != "paper" else ("paper",):
-        text = (root / f"{name}.yaml").read_text()
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise EmpoError(f"configs/models/{name}.yaml: expected a mapping at the top level")
+    chain: list[dict[str, Any]] = []
+    name: str | None = preset
+    while name is not None and name != "paper":
+        loaded = _preset_file(name)
+        parent = loaded.pop("extends", None)
+        if parent is not None and (parent not in PRESETS or parent == preset or len(chain) >= len(PRESETS)):
+            raise EmpoError(f"configs/models/{name}.yaml: extends {parent!r}, expected another preset of {', '.join(PRESETS)}")
+        chain.append(loaded)
+        name = parent
+    data = _preset_file("paper")
+    for loaded in reversed(chain):
         data = merge(data, loaded)
     return data
 
