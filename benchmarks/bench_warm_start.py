@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from empo import pipeline
-from empo.config import load_yaml
+from empo.config import load_json_object, load_yaml
 from empo.data.tasks import get_task
 from empo.loop.config import config_from_dict, resolve_config
 from empo.models import load_dynamics
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training-config override for every run, as empo-train's (e.g. empo.penalty_coef=10)")
     parser.add_argument("--tag", default="", help="appended to the run folders' names (runs with other --set values)")
+    parser.add_argument("--no-train", action="store_true", help="train nothing: report the runs as far as they got")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     overrides = parse_overrides(args.set)
@@ -72,9 +73,19 @@ def main() -> None:
         if (run_dir / "config.yaml").is_file() and config_from_dict(load_yaml(run_dir / "config.yaml")) != config:
             # a finished or resumable run there was made with other --set values: it would be reported as this one
             raise SystemExit(f"{run_dir} holds a run with another config (other --set values); give them their own --tag")
-        summary, _ = pipeline.run_or_resume(config, run_dir, device="cpu", progress=False, model_dir=model_dir)
+        if args.no_train:
+            if not (run_dir / "summary.json").is_file():
+                print(f"seed {seed}: no run in {run_dir}", flush=True)
+                continue
+            summary = load_json_object(run_dir / "summary.json", "run summary")
+        else:
+            summary, _ = pipeline.run_or_resume(config, run_dir, device="cpu", progress=False, model_dir=model_dir)
         progress = list(csv.DictReader((run_dir / "progress.csv").open(newline="")))
-        rows.append((seed, summary, float(np.mean([float(r["time_rollout"]) for r in progress]))))
+        rows.append((seed, summary, {
+            "rollout_s": float(np.mean([float(r["time_rollout"]) for r in progress])),
+            "penalty": float(np.mean([float(r["rollout_penalty_mean"]) for r in progress])),
+            "q_last": float(progress[-1]["q1_mean"]),
+        }))
         print(seed, {k: summary.get(k) for k in ("status", "epochs", "final_normalized_score", "last10_mean_normalized_score")},
               flush=True)
     lines = [
@@ -83,21 +94,21 @@ def main() -> None:
         f"- Command: `python benchmarks/bench_warm_start.py --model-dir {args.model_dir} --task {args.task} --steps {args.steps} "
         f"--seeds {' '.join(map(str, args.seeds))}" + "".join(f" --set {a}" for a in args.set) + (f" --tag={args.tag}" if args.tag else "") + "`",
         f"- Device: {device_name('cpu')}; date {time.strftime('%Y-%m-%d')}; commit {git_commit()}",
-        f"- Model: {args.model_dir} (the quick ETM with a mean head), its rollout sampler replaced by: start at the mean "
+        f"- Model: {args.model_dir} (an ETM fit with a mean head), its rollout sampler replaced by: start at the mean "
         f"head's prediction, {args.steps} Langevin steps (noise and gradient clamp as the quick preset's)."
         if args.steps else f"- Model: {args.model_dir}, its own rollout sampler (the baseline).",
         "",
-        "| seed | status | epochs | final | last-10 | best | final 50-episode eval | rollout s/epoch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seed | status | epochs | last epoch | last-10 | best | final 50-episode eval | rollout penalty (mean) | Q at the last epoch | rollout s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def fmt(value) -> str:
         return "-" if value is None else f"{value:.1f}"
 
-    for seed, s, rollout_s in rows:
+    for seed, s, seen in rows:
         lines.append(f"| {seed} | {s['status']} | {s['epochs']} | {fmt(s['final_normalized_score'])} | "
                      f"{fmt(s['last10_mean_normalized_score'])} | {fmt(s['best_normalized_score'])} | "
-                     f"{fmt(s.get('final_eval_normalized_score'))} | {rollout_s:.2f} |")
+                     f"{fmt(s.get('final_eval_normalized_score'))} | {seen['penalty']:.3f} | {seen['q_last']:.0f} | {seen['rollout_s']:.2f} |")
     if args.reference:
         lines += ["", f"Recorded for comparison: {args.reference}"]
     text = "\n".join(lines) + "\n"
