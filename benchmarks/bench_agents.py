@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from empo import pipeline
+from empo.config import load_json_object
 from empo.data.tasks import get_task
 from empo.loop.config import resolve_config
 from empo.loop.trainer import Trainer
@@ -40,7 +41,10 @@ def run_one(config, run_dir: Path, model_dir: Path) -> dict[str, Any]:
     updates = sum(float(r["time_update"]) for r in rows)
     steps = config.training.steps_per_epoch * len(rows)
     scores = [float(r["normalized_score"]) for r in rows]
+    summary = load_json_object(run_dir / "summary.json", "run summary")
     return {
+        "final_eval": summary.get("final_eval_normalized_score"),
+        "wall_h": float(summary.get("wall_time_s") or 0.0) / 3600,
         "updates_per_s": steps / updates,
         "rollout_s": float(np.mean([float(r["time_rollout"]) for r in rows])),
         "eval_s": float(np.mean([float(r["time_eval"]) for r in rows])),
@@ -83,7 +87,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--agents", nargs="+", default=["sac", "sb3-sac", "tianshou-sac"])
-    parser.add_argument("--profile-updates", type=int, default=300)
+    parser.add_argument("--profile-updates", type=int, default=300, help="updates to profile per agent; 0: no profile")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-agents"))
     parser.add_argument("--out", type=Path)
@@ -99,26 +103,29 @@ def main() -> None:
             results[agent, seed] = run_one(config, args.work / f"{agent}-s{seed}", args.model_dir)
             print(agent, seed, results[agent, seed], flush=True)
         config = resolve_config(args.task, args.algo, args.preset, args.seeds[0], {"agent": agent})
-        profiles[agent] = profile_updates(config, args.model_dir, args.profile_updates, args.work)
+        if args.profile_updates:
+            profiles[agent] = profile_updates(config, args.model_dir, args.profile_updates, args.work)
 
     lines = [
         f"# The EMPO loop with each agent: {args.task}, {args.algo}, {args.preset} preset shortened to {args.epochs} epochs",
         "",
         f"- Command: `python benchmarks/bench_agents.py --model-dir {args.model_dir} --task {args.task} --algo {args.algo} "
-        f"--preset {args.preset} --epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} --agents {' '.join(args.agents)}`",
+        f"--preset {args.preset} --epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} --agents {' '.join(args.agents)}"
+        + (f" --profile-updates {args.profile_updates}" if args.profile_updates != 300 else "") + (f" --work {args.work}" if args.work != Path("runs/bench-agents") else "") + "`",
         f"- Device: {device_name('cpu')}, {args.threads} torch thread(s); started {started}; commit {git_commit()}",
         "- Same model, dataset, seed and loop settings for every agent; each row one run (normalised scores from the",
         "  loop's per-epoch evaluation, 5 episodes an epoch in the quick preset).",
         "",
-        "| agent | seed | epochs | updates/s | rollout s/epoch | eval s/epoch | final | last-10 | best |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| agent | seed | epochs | updates/s | rollout s/epoch | eval s/epoch | last epoch | last-10 | best | final 50-episode eval | wall h |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {seed: results.get(("sac", seed), {}).get("updates_per_s") for seed in args.seeds}
     for (agent, seed), r in results.items():
         ratio = f" ({r['updates_per_s'] / base[seed]:.2f}x sac)" if base.get(seed) and agent != "sac" else ""
         lines.append(
             f"| {agent} | {seed} | {r['epochs']} | {r['updates_per_s']:.1f}{ratio} | {r['rollout_s']:.2f} | {r['eval_s']:.2f} | "
-            f"{r['final']:.1f} | {r['last10']:.1f} | {r['best']:.1f} |"
+            f"{r['final']:.1f} | {r['last10']:.1f} | {r['best']:.1f} | "
+            f"{'-' if r['final_eval'] is None else format(r['final_eval'], '.1f')} | {r['wall_h']:.2f} |"
         )
     for agent, rows in profiles.items():
         lines += ["", f"Where {args.profile_updates} updates of `{agent}` spend their time (cProfile, own time):", "",
