@@ -332,9 +332,10 @@ def test_on_epoch_sees_every_epoch_and_can_end_the_fit(tmp_path):
     assert seen == [1, 2]
     assert len((tmp_path / "m" / "train_log.csv").read_text().splitlines()) == 3
     assert (tmp_path / "m" / "model.pt").is_file()
-    # a resumed fit goes on from the stop to the configured epochs
-    model = train_dynamics(transitions, task, config, tmp_path / "m", progress=False, resume=True, on_epoch=lambda e, m: seen.append(e))
-    assert seen == [1, 2, 3, 4, 5] and model is not None
+    assert load_dynamics(tmp_path / "m").meta["ended_early_at_epoch"] == 2
+    # a resumed fit goes on from the stop to the configured epochs, and is then a full fit
+    train_dynamics(transitions, task, config, tmp_path / "m", progress=False, resume=True, on_epoch=lambda e, m: seen.append(e))
+    assert seen == [1, 2, 3, 4, 5] and "ended_early_at_epoch" not in load_dynamics(tmp_path / "m").meta
 
 
 def test_the_quick_warm_preset_is_the_quick_preset_with_warm_started_chains():
