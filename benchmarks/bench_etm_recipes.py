@@ -145,12 +145,8 @@ def score_eval_steps(name: str, args: argparse.Namespace, data: Any, ood: dict[s
 
 
 def one_update(trainer: Any, timer: Any) -> None:
-    """One ETM update on random rows, as an epoch of the fit does it."""
-    index = torch.randint(trainer.x.shape[0], (trainer.model.members, trainer.cfg.batch_size), generator=trainer.generator)
-    loss = trainer.loss_for(index, timer)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    trainer.optimizer.step()
+    """One ETM update on a minibatch drawn as the fit's epochs draw them (the recipes fix steps_per_epoch)."""
+    trainer.update(next(trainer.minibatch_indices()), timer)
 
 
 def time_updates(names: list[str], args: argparse.Namespace, task: Any, data: Any) -> dict[str, dict[int, float]]:

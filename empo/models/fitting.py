@@ -96,13 +96,18 @@ class EnsembleTrainer:
         """One epoch of updates; returns the mean loss per member, step (and row) as a device tensor."""
         total = torch.zeros((), device=self.x.device)
         for index in self.minibatch_indices():
-            loss = self.loss_for(index, timer)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach() / (self.model.members * (index.shape[1] if self.loss_per_row else 1))
+            loss = self.update(index, timer)
+            total += loss / (self.model.members * (index.shape[1] if self.loss_per_row else 1))
             bar.update(1)
         return total / self.steps_per_epoch()
+
+    def update(self, index: Tensor, timer: DeviceTimer) -> Tensor:
+        """One optimiser step on the rows ``index`` [members, batch]; returns the loss, detached."""
+        loss = self.loss_for(index, timer)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
     def steps_per_epoch(self) -> int:
         return self.cfg.steps_per_epoch or max(1, math.ceil(self.x.shape[0] / self.cfg.batch_size))
