@@ -175,8 +175,8 @@ def train_dynamics(
             }
             recorder.save_checkpoint(snapshot)
             if on_epoch is not None and on_epoch(epoch, model):
-                # the saved model says it is a partial fit (a cache or a reader must not take it for a full one)
-                model.meta = {**model.meta, "ended_early_at_epoch": epoch, "epochs_planned": epochs}
+                if epoch < epochs:  # the saved model says it is a partial fit (no reader may take it for a full one)
+                    model.meta = {**model.meta, "ended_early_at_epoch": epoch, "epochs_planned": epochs}
                 break
     finally:
         recorder.close()
