@@ -24,5 +24,10 @@ def test_gpu_benchmark_cpu_smoke_writes_every_figure(tmp_path, monkeypatch):
         assert figures["loop"][algo]["time_epoch"] > 0
     assert figures["loop"]["empo"]["penalty_at"] == "update"
     assert figures["projection"]["empo_total_hours_without_eval"] > 0
+    warm = figures["warm"]["rows"]
+    assert {(r["what"], "published" in r["sampler"]) for r in warm} == {
+        (what, published) for what in ("rollout step", "ETM training step") for published in (True, False)
+    }
+    assert all(r["seconds"] > 0 for r in warm) and figures["warm"]["ftm_step_seconds"] > 0
     report = (tmp_path / "report.md").read_text()
-    assert "SAC updates/s" in report and "Langevin sampler" in report and "whole paper-preset run" in report
+    assert "SAC updates/s" in report and "Langevin sampler" in report and "whole paper-preset run" in report and "Warm-started chains" in report

@@ -19,6 +19,8 @@ keeps what it measured; OUT/report.md is the table):
   loop      wall time per epoch at the paper preset, EMPO vs MOPO side by side (the real Trainer,
             rollouts, 1000 SAC updates, evaluation in Hopper-v5), models fit for 2 steps on
             synthetic hopper data (the cost of a step does not depend on the fit)
+  warm      the quick-warm recipe's chains (mean-head start, 10 steps) against the published
+            starts at the paper's net: rollout step x an FTM step, ETM training step
   projection what a whole paper-preset run (ETM fit + 3M SAC updates) takes at these rates
 
 Only the timed region is synchronised; medians over repeats after a warm-up.
@@ -333,6 +335,100 @@ def section_etm_train(device: torch.device, prof: dict[str, Any]) -> dict[str, A
     return {"rows": rows}
 
 
+def section_warm(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
+    """Warm-started chains (the quick-warm model preset's recipe) at the paper's net, against the
+    published zero/uniform starts and against an FTM step: sampler transitions/s and the ETM step."""
+    import dataclasses
+
+    from empo.models import build_model, load_model_config
+    from empo.models.etm import ETMTrainer
+    from empo.models.fitting import DeviceTimer
+
+    warm = load_model_config("etm", "quick-warm").etm
+    config = load_model_config("etm", "paper", {"etm": {"mean_head": True}})
+    model = build_model("etm", OBS_DIM, ACT_DIM, "hopper", config).to(device)
+    gen = torch.Generator(device=device).manual_seed(3)
+    x = torch.randn(8 * prof["train_batch"], OBS_DIM + ACT_DIM, device=device, generator=gen)
+    y = torch.randn(x.shape[0], OBS_DIM + 1, device=device, generator=gen) * 0.1
+    model.fit_scalers(x, y)
+    ftm = build_model("ftm", OBS_DIM, ACT_DIM, "hopper", load_model_config("ftm", "paper")).to(device)
+    ftm.fit_scalers(x, y)
+    model.eval()
+    ftm.eval()
+    batch = prof["langevin_batch"]
+    obs = torch.randn(batch, OBS_DIM, device=device, generator=gen) * 0.5
+    act = torch.rand(batch, ACT_DIM, device=device, generator=gen) * 2 - 1
+    precision = "tf32" if device.type == "cuda" else "fp32"
+    set_tf32(precision == "tf32")
+    published = config.etm.rollout_langevin
+    samplers = {
+        f"zero start, {published.steps} steps (published)": published,
+        f"mean head, {warm.rollout_langevin.steps} steps (quick-warm)": dataclasses.replace(
+            published, init="mean_head", steps=warm.rollout_langevin.steps
+        ),
+    }
+    rows: list[dict[str, Any]] = []
+    # a whole model step each (sampling, member pick, penalty), as the rollout engine calls it
+    with torch.no_grad():
+        ftm_s = median_seconds(lambda: ftm.step(obs, act, generator=gen), device, prof["langevin_repeats"])
+    for name, sampler in samplers.items():
+        for gradient in ("analytic", "compiled"):
+            model.config.etm.rollout_langevin = dataclasses.replace(sampler, gradient=gradient)
+            reset_peak(device)
+            seconds = median_seconds(lambda: model.step(obs, act, generator=gen), device, prof["langevin_repeats"])
+            rows.append(
+                {
+                    "what": "rollout step",
+                    "sampler": name,
+                    "gradient": gradient,
+                    "precision": precision,
+                    "batch": batch,
+                    "seconds": seconds,
+                    "transitions_per_s": batch / seconds,
+                    "x_ftm_step": seconds / ftm_s,
+                    "peak_gib": peak_gib(device),
+                }
+            )
+            print(f"  warm {rows[-1]}", flush=True)
+    train_batch = prof["train_batch"]
+    negatives = {
+        f"{config.etm.train_langevin.init} start, {config.etm.train_langevin.steps} steps (published)": config.etm.train_langevin,
+        f"mean head + N(0, {warm.train_langevin.init_noise:g}), {warm.train_langevin.steps} steps (quick-warm)": dataclasses.replace(
+            config.etm.train_langevin, init="mean_head", init_noise=warm.train_langevin.init_noise, steps=warm.train_langevin.steps
+        ),
+    }
+    model.train()
+    for name, sampler in negatives.items():
+        for gradient in ("analytic", "compiled"):
+            model.config.etm.train_langevin = dataclasses.replace(sampler, gradient=gradient)
+            trainer = ETMTrainer(model, x, y, x[:0], y[:0], gen)
+            timer = DeviceTimer(device)
+            index_gen = torch.Generator(device=device).manual_seed(4)
+
+            def one_step(trainer=trainer, timer=timer, index_gen=index_gen) -> None:
+                index = torch.randint(x.shape[0], (trainer.model.members, train_batch), generator=index_gen, device=device)
+                trainer.update(index, timer)
+
+            reset_peak(device)
+            seconds = median_seconds(one_step, device, prof["train_repeats"])
+            rows.append(
+                {
+                    "what": "ETM training step",
+                    "sampler": name,
+                    "gradient": gradient,
+                    "precision": precision,
+                    "batch": train_batch,
+                    "negatives": config.etm.num_negatives,
+                    "seconds": seconds,
+                    "seconds_at_1024": seconds * 1024 / train_batch,
+                    "peak_gib": peak_gib(device),
+                }
+            )
+            print(f"  warm {rows[-1]}", flush=True)
+    set_tf32(False)
+    return {"rows": rows, "ftm_step_seconds": ftm_s}
+
+
 def section_loop(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     import csv
 
@@ -570,6 +666,22 @@ def report(figures: dict[str, Any], command: str, profile: str) -> str:
             f"{fmt(g['mean_metrics_eager']['critic_loss'])}, graph {fmt(g['mean_metrics_graph']['critic_loss'])}.",
             "",
         ]
+    if "warm" in figures:
+        w = figures["warm"]
+        lines += [
+            "## Warm-started chains (quick-warm recipe) at the paper's ETM net, against the published starts",
+            "",
+            f"A paper FTM step at the same batch: {fmt(w['ftm_step_seconds'])} s.",
+            "",
+            "| what | chains | gradient | precision | batch | s | transitions/s | x FTM step | s at batch 1024 | peak GiB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in w["rows"]:
+            lines.append(
+                f"| {r['what']} | {r['sampler']} | {r['gradient']} | {r['precision']} | {r['batch']:,} | {fmt(r['seconds'])} | "
+                f"{fmt(r.get('transitions_per_s'))} | {fmt(r.get('x_ftm_step'))} | {fmt(r.get('seconds_at_1024'))} | {fmt(r['peak_gib'])} |"
+            )
+        lines.append("")
     if "projection" in figures and figures["projection"]:
         p = figures["projection"]
         lines += ["## A whole paper-preset run at these rates", "", "| quantity | value |", "|---|---|"]
@@ -588,6 +700,7 @@ SECTIONS: dict[str, Callable[[torch.device, dict[str, Any]], dict[str, Any]]] = 
     "langevin": section_langevin,
     "etm_train": section_etm_train,
     "loop": section_loop,
+    "warm": section_warm,
 }
 
 

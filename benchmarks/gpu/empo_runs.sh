@@ -1,48 +1,74 @@
 #!/usr/bin/env bash
-# EMPO on the quick preset with the authors' penalty mechanism, several coefficients side by side
-# on one GPU (issue "Fidelity"): builds hopper-medium, fits one quick ETM, then runs one
-# `empo-train` per coefficient in parallel (CUDA graph on), and copies each run's progress.csv and
-# summary.json into $OUT. From the repository root, carrying .whl (see install.sh):
-#   bash benchmarks/gpu/empo_runs.sh
-# Knobs (environment): COEFS ("2.0 5.0"), SEED (0), PRESET (quick), SIZE (dataset steps, 1000000),
-# DEVICE (auto), RUNTIME_GRAPH (true), AUTHORS_ETM (true: the ETM fit with the authors' loss sum, inference
-# clamp 0.5 and step schedule, as benchmarks/results/fidelity-hopper-medium-cpu.md), DEADLINE (seconds from the start by which the runs are
-# stopped, so that their files still come back: 440).
+# EMPO learning runs side by side on one GPU: builds hopper-medium, fits one ETM per seed (in
+# parallel), then runs one `empo-train` per (seed, coefficient) in parallel (CUDA graph on), and
+# copies each run's progress.csv and summary.json into $OUT. From the repository root, carrying
+# .whl (see install.sh):
+#   bash benchmarks/gpu/empo_runs.sh                      # the authors' mechanism (issue "Fidelity")
+#   AUTHORS=false MODEL_PRESET=quick-warm COEFS=10 SEEDS="2 3" BENCH_SECTIONS="env warm" \
+#       bash benchmarks/gpu/empo_runs.sh                  # the quick-warm ETM (issue "Speed")
+# Knobs (environment): COEFS ("2.0 5.0"), SEEDS (0), PRESET (training preset, quick), MODEL_PRESET
+# (the ETM's preset, default PRESET), SIZE (dataset steps, 1000000), DEVICE (auto), RUNTIME_GRAPH
+# (true), AUTHORS (true: the ETM fit with the authors' loss sum, inference clamp 0.5 and step
+# schedule, and the authors' penalty mechanism, as benchmarks/results/fidelity-hopper-medium-cpu.md;
+# false: the presets as they are), BENCH_SECTIONS (bench_gpu.py sections timed on the idle GPU
+# while the dataset is built; their figures go to $OUT/bench), DEADLINE (seconds from the start by
+# which the runs are stopped, so that their files still come back: 440); BENCH_PROFILE
+# (bench_gpu.py's sizes: --profile gpu; --cpu-smoke to try the script on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/empo-runs-out}"
 WORK="${WORK:-/tmp/empo-runs}"
-COEFS="${COEFS:-2.0 5.0}"; SEED="${SEED:-0}"; PRESET="${PRESET:-quick}"; SIZE="${SIZE:-1000000}"
-DEVICE="${DEVICE:-auto}"; RUNTIME_GRAPH="${RUNTIME_GRAPH:-true}"; DEADLINE="${DEADLINE:-440}"
+COEFS="${COEFS:-2.0 5.0}"; SEEDS="${SEEDS:-${SEED:-0}}"; PRESET="${PRESET:-quick}"; MODEL_PRESET="${MODEL_PRESET:-$PRESET}"
+SIZE="${SIZE:-1000000}"; DEVICE="${DEVICE:-auto}"; RUNTIME_GRAPH="${RUNTIME_GRAPH:-true}"; DEADLINE="${DEADLINE:-440}"
+AUTHORS="${AUTHORS:-${AUTHORS_ETM:-true}}"; BENCH_SECTIONS="${BENCH_SECTIONS:-}"; BENCH_PROFILE="${BENCH_PROFILE:---profile gpu}"
 mkdir -p "$OUT" "$WORK"
+started=$(date +%s)
 . benchmarks/gpu/install.sh || exit 3
 export EMPO_HOME="$WORK/home" MINARI_DATASETS_PATH="$WORK/minari"
-started=$(date +%s)
+bench_pid=""
+if [ -n "$BENCH_SECTIONS" ]; then  # the GPU is idle while the dataset is built on the CPU
+    # shellcheck disable=SC2086
+    python3 benchmarks/gpu/bench_gpu.py $BENCH_PROFILE --sections $BENCH_SECTIONS --out-dir "$OUT/bench" > "$OUT/bench-log.txt" 2>&1 &
+    bench_pid=$!
+fi
 python3 -m empo.cli.data build hopper-medium --size "$SIZE" --no-progress 2>&1 | grep -v Warning | tail -n 2
 echo "dataset: $(( $(date +%s) - started )) s"
-ETM_SETS=()
-if [ "${AUTHORS_ETM:-true}" = true ]; then  # the authors' ETM settings, as the CPU fidelity runs used
+if [ -n "$bench_pid" ]; then wait "$bench_pid"; echo "bench (rc $?): $(( $(date +%s) - started )) s"; fi
+ETM_SETS=(); PENALTY_SETS=()
+if [ "$AUTHORS" = true ]; then  # the authors' settings, as the CPU fidelity runs used
     ETM_SETS=(--set etm.loss_reduction=sum --set etm.rollout_langevin.grad_clip=0.5 --set etm.eval_langevin.grad_clip=0.5
               --set etm.rollout_langevin.step_size_reaches_end=true --set etm.eval_langevin.step_size_reaches_end=true)
+    PENALTY_SETS=(--set empo.penalty_at=update --set empo.penalty_decay=true --set empo.alpha_max=1.0)
 fi
-python3 -m empo.cli.model train --task hopper-medium --model etm --preset "$PRESET" --seed "$SEED" --device "$DEVICE" "${ETM_SETS[@]}" \
-    --no-progress --out "$WORK/etm" 2>&1 | tail -n 2
-echo "etm fit: $(( $(date +%s) - started )) s"
-LIMIT=$(( DEADLINE - ($(date +%s) - started) ))
-echo "runs get $LIMIT s"
 pids=()
-for coef in $COEFS; do
-    timeout "$LIMIT" python3 -m empo.cli.train --task hopper-medium --preset "$PRESET" --seed "$SEED" --device "$DEVICE" \
-        --threads 1 --no-progress --model-dir "$WORK/etm" --run-dir "$WORK/coef$coef" \
-        --set empo.penalty_at=update --set empo.penalty_decay=true --set empo.alpha_max=1.0 \
-        --set empo.penalty_coef="$coef" --set runtime.cuda_graph="$RUNTIME_GRAPH" > "$WORK/coef$coef.log" 2>&1 &
+for seed in $SEEDS; do
+    python3 -m empo.cli.model train --task hopper-medium --model etm --preset "$MODEL_PRESET" --seed "$seed" --device "$DEVICE" \
+        "${ETM_SETS[@]}" --no-progress --out "$WORK/etm-s$seed" > "$WORK/etm-s$seed.log" 2>&1 &
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
-echo "runs: $(( $(date +%s) - started )) s"
-for coef in $COEFS; do
-    tail -n 1 "$WORK/coef$coef.log"
-    cp "$WORK/coef$coef/progress.csv" "$OUT/progress-coef$coef.csv" 2>/dev/null
-    cp "$WORK/coef$coef/summary.json" "$OUT/summary-coef$coef.json" 2>/dev/null
+for seed in $SEEDS; do tail -n 2 "$WORK/etm-s$seed.log"; done
+echo "etm fits: $(( $(date +%s) - started )) s"
+LIMIT=$(( DEADLINE - ($(date +%s) - started) ))
+echo "runs get $LIMIT s"
+pids=()
+for seed in $SEEDS; do
+    for coef in $COEFS; do
+        timeout "$LIMIT" python3 -m empo.cli.train --task hopper-medium --preset "$PRESET" --seed "$seed" --device "$DEVICE" \
+            --threads 1 --no-progress --model-dir "$WORK/etm-s$seed" --run-dir "$WORK/coef$coef-s$seed" \
+            "${PENALTY_SETS[@]}" --set empo.penalty_coef="$coef" --set runtime.cuda_graph="$RUNTIME_GRAPH" \
+            > "$WORK/coef$coef-s$seed.log" 2>&1 &
+        pids+=($!)
+    done
 done
-cp "$WORK/etm/train_log.csv" "$OUT/etm-train-log.csv" 2>/dev/null
+for pid in "${pids[@]}"; do wait "$pid"; done
+echo "runs: $(( $(date +%s) - started )) s"
+for seed in $SEEDS; do
+    cp "$WORK/etm-s$seed/train_log.csv" "$OUT/etm-s$seed-train-log.csv" 2>/dev/null
+    cp "$WORK/etm-s$seed/model.json" "$OUT/etm-s$seed-model.json" 2>/dev/null
+    for coef in $COEFS; do
+        tail -n 1 "$WORK/coef$coef-s$seed.log"
+        cp "$WORK/coef$coef-s$seed/progress.csv" "$OUT/progress-coef$coef-s$seed.csv" 2>/dev/null
+        cp "$WORK/coef$coef-s$seed/summary.json" "$OUT/summary-coef$coef-s$seed.json" 2>/dev/null
+    done
+done
