@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from empo.data import get_task, load_transitions
-from empo.data.behaviour import PolicyActor, save_policy
+from empo.data.behaviour import POLICY_DIR, PolicyActor, load_policy, save_policy
 from empo.data.build import build_dataset, replay_episodes
 from empo.data.d4rl import load_d4rl
 from empo.data.minari_io import is_built, load_minari, minari_root, write_minari
+from empo.data.tasks import ENVS
 from empo.errors import EmpoError
 
 HOPPER = get_task("hopper-medium")
@@ -309,3 +310,18 @@ def test_suite_snapshots_keep_the_actor_with_its_evaluation(tmp_path, monkeypatc
     assert policy.meta["train_steps"] == 400 and policy.meta["stochastic_return"] == 44.0
     with pytest.raises(EmpoError, match="multiple of --eval-every"):
         behaviour.train_behaviour("hopper", tmp_path / "x", eval_every=100, suite_every=150, progress=False)
+
+
+@pytest.mark.parametrize("path", sorted(POLICY_DIR.glob("*.pt")), ids=lambda p: p.stem)
+def test_every_shipped_behaviour_policy_loads_for_its_env_and_was_accepted(path):
+    """Each file in empo/data/policies is what `empo-data build ENV-LEVEL` will load: the actor fits
+    the env's sizes, its meta names the same env and level, and its level was accepted in band."""
+    env_name, level = path.stem.split("-", 1)
+    policy = load_policy(path, ENVS[env_name])
+    assert (policy.meta["env"], policy.meta["level"]) == (env_name, level)
+    assert policy.meta["gym_id"] == ENVS[env_name].gym_id
+    # the first policies were accepted at a return threshold ("target"), later ones in a band
+    low, high = policy.meta["band"] if "band" in policy.meta else (policy.meta["target"], None)
+    assert low <= policy.meta["stochastic_return"] and (high is None or policy.meta["stochastic_return"] <= high)
+    act = policy.actor.act(np.zeros((2, ENVS[env_name].obs_dim), np.float32), generator=torch.Generator().manual_seed(0))
+    assert act.shape == (2, ENVS[env_name].act_dim) and np.abs(act).max() <= 1
