@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from empo.config import load_yaml, to_dict
 from empo.data import load_transitions
 from empo.data.tasks import get_task
 from empo.evaluation.transition_error import multi_step_error, one_step_error
@@ -94,15 +96,39 @@ def recorded_curve(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def check_recorded_config(name: str, out_dir: Path) -> None:
+    """A recipe's folder must hold a fit of the recipe as defined now: an edited recipe would
+    otherwise resume (or report) the old fit under the new description."""
+    saved_path = out_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = load_yaml(saved_path)
+    wanted = yaml.safe_load(yaml.safe_dump(to_dict(recipe_config(name)), sort_keys=False))  # the file's round trip
+    if saved != wanted:
+        keys = sorted(k for k in set(saved.get("etm", {})) | set(wanted["etm"]) if saved.get("etm", {}).get(k) != wanted["etm"].get(k))
+        raise SystemExit(f"{saved_path}: the fit there has other settings than the recipe {name!r} now ({', '.join(keys) or 'top-level keys'}); "
+                         "give another --work, or remove the folder to refit")
+
+
 def run_recipe(name: str, args: argparse.Namespace, task: Any, data: Any, ood: dict[str, Any]) -> dict[str, Any]:
     out_dir = args.work / args.task / name
     curve_path = out_dir / "curve.json"
+    check_recorded_config(name, out_dir)
     state = json.loads(curve_path.read_text()) if curve_path.is_file() else {"points": [], "cpu_s": 0.0, "done": False}
-    if state["done"]:
-        print(f"{name}: finished before, reusing {curve_path}")
-        return state
     marks = sorted(m * 60.0 for m in args.marks if m <= args.budget_min) or [args.budget_min * 60.0]
     pending = [m for m in marks if not any(p["mark_s"] == m for p in state["points"])]
+    if not pending:
+        print(f"{name}: every mark scored before, reusing {curve_path}")
+        return state
+    if state["done"]:  # a larger --budget-min or new --marks: the fit goes on from its last checkpoint
+        late = [m for m in pending if m < state["cpu_s"]]
+        if late:  # the fit is past them: they cannot be scored at their time any more
+            print(f"{name}: the fit is past the marks {[m / 60 for m in late]} (CPU min); they stay unscored")
+            pending = [m for m in pending if m not in late]
+            if not pending:
+                return state
+        print(f"{name}: continuing the recorded fit to the marks {[m / 60 for m in pending]} (CPU min)")
+        state.pop("by_eval_steps", None)  # scored on the shorter fit
     base = state["cpu_s"]
     started = time.process_time()
     eval_cpu = 0.0
@@ -140,8 +166,9 @@ def score_eval_steps(name: str, args: argparse.Namespace, data: Any, ood: dict[s
     sampler = model.config.etm.eval_langevin
     by_steps = state.setdefault("by_eval_steps", {})
     for steps in args.eval_steps:
-        if str(steps) in by_steps or (steps == 0 and sampler.init in ("zeros", "uniform")):
-            continue  # done before; or no steps from a fixed start, which predicts nothing
+        wanted = {"holdout"} | {f"{ood_name} {h}" for ood_name in ood for h in (1, args.horizon)}
+        if wanted <= set(by_steps.get(str(steps), {})) or (steps == 0 and sampler.init in ("zeros", "uniform")):
+            continue  # done before on every dataset asked for; or no steps from a fixed start, which predicts nothing
         model.config.etm.eval_langevin = dataclasses.replace(sampler, steps=steps)
         by_steps[str(steps)] = score(model, data, ood, args.horizon, args.samples, args.starts)
         print(f"{name}, {steps} evaluation steps: " + ", ".join(f"{k} {v:.4g}" for k, v in by_steps[str(steps)].items()), flush=True)

@@ -37,7 +37,7 @@ def warm_model(model_dir: Path, task_name: str, steps: int, out: Path) -> Path:
         return model_dir
     if (out / "model.json").is_file():
         derived_from = load_dynamics(out).meta.get("derived_from")
-        if derived_from != str(model_dir):
+        if derived_from is None or Path(derived_from).resolve() != model_dir.resolve():
             raise SystemExit(f"{out} was derived from {derived_from}, not {model_dir}: give another --work")
         return out
     model = load_dynamics(model_dir, get_task(task_name))
@@ -73,6 +73,10 @@ def main() -> None:
         if (run_dir / "config.yaml").is_file() and config_from_dict(load_yaml(run_dir / "config.yaml")) != config:
             # a finished or resumable run there was made with other --set values: it would be reported as this one
             raise SystemExit(f"{run_dir} holds a run with another config (other --set values); give them their own --tag")
+        recorded_model = load_json_object(run_dir / "run.json", "run record", missing_ok=True).get("model_dir")
+        if recorded_model is not None and Path(recorded_model).resolve() != Path(model_dir).resolve():
+            # e.g. the --steps 0 baseline of another --model-dir: its runs would be reported under this one
+            raise SystemExit(f"{run_dir} holds a run on the model {recorded_model}, not {model_dir}; give another --work or --tag")
         if args.no_train:
             if not (run_dir / "summary.json").is_file():
                 print(f"seed {seed}: no run in {run_dir}", flush=True)

@@ -338,6 +338,16 @@ def test_on_epoch_sees_every_epoch_and_can_end_the_fit(tmp_path):
     assert seen == [1, 2, 3, 4, 5] and "ended_early_at_epoch" not in load_dynamics(tmp_path / "m").meta
 
 
+def test_an_ftm_that_stops_early_on_its_own_is_not_marked_ended_by_on_epoch(tmp_path):
+    """Its early stop and on_epoch's stop fall in the same epoch (2): the fit finished normally."""
+    task, transitions = get_task("hopper-medium"), synthetic_transitions()
+    settings = {"max_epochs": None, "early_stop_improvement": 1e9, "early_stop_patience": 1}
+    config = load_model_config("ftm", "smoke", {"ftm": settings})
+    seen: list[int] = []
+    train_dynamics(transitions, task, config, tmp_path / "m", progress=False, on_epoch=lambda e, m: seen.append(e) or e == 2)
+    assert seen == [1, 2] and "ended_early_at_epoch" not in load_dynamics(tmp_path / "m").meta
+
+
 def test_the_quick_warm_preset_is_the_quick_preset_with_warm_started_chains():
     quick, warm = load_model_config("etm", "quick"), load_model_config("etm", "quick-warm")
     assert warm.etm.mean_head and warm.etm.epochs * warm.etm.steps_per_epoch == 6400

@@ -345,16 +345,19 @@ def section_warm(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     from empo.models.fitting import DeviceTimer
 
     warm = load_model_config("etm", "quick-warm").etm
-    config = load_model_config("etm", "paper", {"etm": {"mean_head": True}})
-    model = build_model("etm", OBS_DIM, ACT_DIM, "hopper", config).to(device)
     gen = torch.Generator(device=device).manual_seed(3)
     x = torch.randn(8 * prof["train_batch"], OBS_DIM + ACT_DIM, device=device, generator=gen)
     y = torch.randn(x.shape[0], OBS_DIM + 1, device=device, generator=gen) * 0.1
-    model.fit_scalers(x, y)
-    ftm = build_model("ftm", OBS_DIM, ACT_DIM, "hopper", load_model_config("ftm", "paper")).to(device)
-    ftm.fit_scalers(x, y)
-    model.eval()
-    ftm.eval()
+
+    def paper_model(kind: str, overrides: dict[str, Any] | None = None) -> Any:
+        built = build_model(kind, OBS_DIM, ACT_DIM, "hopper", load_model_config(kind, "paper", overrides)).to(device)
+        built.fit_scalers(x, y)
+        return built.eval()
+
+    # the published chains on the published model; the warm ones need the mean head, which a training step also fits
+    models = {"published": paper_model("etm"), "warm": paper_model("etm", {"etm": {"mean_head": True}})}
+    config = models["published"].config
+    ftm = paper_model("ftm")
     batch = prof["langevin_batch"]
     obs = torch.randn(batch, OBS_DIM, device=device, generator=gen) * 0.5
     act = torch.rand(batch, ACT_DIM, device=device, generator=gen) * 2 - 1
@@ -362,20 +365,21 @@ def section_warm(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     set_tf32(precision == "tf32")
     published = config.etm.rollout_langevin
     samplers = {
-        f"zero start, {published.steps} steps (published)": published,
-        f"mean head, {warm.rollout_langevin.steps} steps (quick-warm)": dataclasses.replace(
-            published, init="mean_head", steps=warm.rollout_langevin.steps
+        f"zero start, {published.steps} steps (published)": ("published", published),
+        f"mean head, {warm.rollout_langevin.steps} steps (quick-warm)": (
+            "warm", dataclasses.replace(published, init="mean_head", steps=warm.rollout_langevin.steps)
         ),
     }
     rows: list[dict[str, Any]] = []
     # a whole model step each (sampling, member pick, penalty), as the rollout engine calls it
     with torch.no_grad():
         ftm_s = median_seconds(lambda: ftm.step(obs, act, generator=gen), device, prof["langevin_repeats"])
-    for name, sampler in samplers.items():
+    for name, (which, sampler) in samplers.items():
+        model = models[which]
         for gradient in ("analytic", "compiled"):
             model.config.etm.rollout_langevin = dataclasses.replace(sampler, gradient=gradient)
             reset_peak(device)
-            seconds = median_seconds(lambda: model.step(obs, act, generator=gen), device, prof["langevin_repeats"])
+            seconds = median_seconds(lambda model=model: model.step(obs, act, generator=gen), device, prof["langevin_repeats"])
             rows.append(
                 {
                     "what": "rollout step",
@@ -392,13 +396,16 @@ def section_warm(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
             print(f"  warm {rows[-1]}", flush=True)
     train_batch = prof["train_batch"]
     negatives = {
-        f"{config.etm.train_langevin.init} start, {config.etm.train_langevin.steps} steps (published)": config.etm.train_langevin,
-        f"mean head + N(0, {warm.train_langevin.init_noise:g}), {warm.train_langevin.steps} steps (quick-warm)": dataclasses.replace(
-            config.etm.train_langevin, init="mean_head", init_noise=warm.train_langevin.init_noise, steps=warm.train_langevin.steps
+        f"{config.etm.train_langevin.init} start, {config.etm.train_langevin.steps} steps (published)": ("published", config.etm.train_langevin),
+        f"mean head + N(0, {warm.train_langevin.init_noise:g}), {warm.train_langevin.steps} steps (quick-warm)": (
+            "warm",
+            dataclasses.replace(
+                config.etm.train_langevin, init="mean_head", init_noise=warm.train_langevin.init_noise, steps=warm.train_langevin.steps
+            ),
         ),
     }
-    model.train()
-    for name, sampler in negatives.items():
+    for name, (which, sampler) in negatives.items():
+        model = models[which].train()
         for gradient in ("analytic", "compiled"):
             model.config.etm.train_langevin = dataclasses.replace(sampler, gradient=gradient)
             trainer = ETMTrainer(model, x, y, x[:0], y[:0], gen)

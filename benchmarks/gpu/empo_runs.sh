@@ -12,8 +12,10 @@
 # schedule, and the authors' penalty mechanism, as benchmarks/results/fidelity-hopper-medium-cpu.md;
 # false: the presets as they are), BENCH_SECTIONS (bench_gpu.py sections timed on the idle GPU
 # while the dataset is built; their figures go to $OUT/bench), DEADLINE (seconds from the start by
-# which the runs are stopped, so that their files still come back: 440); BENCH_PROFILE
-# (bench_gpu.py's sizes: --profile gpu; --cpu-smoke to try the script on a CPU).
+# which the runs are stopped, so that their files still come back: 440; no runs start with less
+# than 30 s left); BENCH_PROFILE
+# (bench_gpu.py's sizes: --profile gpu; --cpu-smoke to try the script on a CPU). Exit status: 4 when
+# an ETM fit failed, 5 when no time was left for the runs, 1 when a run failed or was stopped.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/empo-runs-out}"
@@ -46,11 +48,19 @@ for seed in $SEEDS; do
         "${ETM_SETS[@]}" --no-progress --out "$WORK/etm-s$seed" > "$WORK/etm-s$seed.log" 2>&1 &
     pids+=($!)
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
-for seed in $SEEDS; do tail -n 2 "$WORK/etm-s$seed.log"; done
+fit_failed=0
+for pid in "${pids[@]}"; do wait "$pid" || fit_failed=1; done
+for seed in $SEEDS; do
+    tail -n 2 "$WORK/etm-s$seed.log"
+    cp "$WORK/etm-s$seed/train_log.csv" "$OUT/etm-s$seed-train-log.csv" 2>/dev/null
+    cp "$WORK/etm-s$seed/model.json" "$OUT/etm-s$seed-model.json" 2>/dev/null
+done
 echo "etm fits: $(( $(date +%s) - started )) s"
+if [ "$fit_failed" != 0 ]; then echo "an ETM fit failed (its log: above); no runs"; exit 4; fi
 LIMIT=$(( DEADLINE - ($(date +%s) - started) ))
 echo "runs get $LIMIT s"
+# `timeout 0` would not limit the runs at all, and their files only come back if they stop in time
+if [ "$LIMIT" -lt 30 ]; then echo "less than 30 s left before DEADLINE=$DEADLINE: no runs"; exit 5; fi
 pids=()
 for seed in $SEEDS; do
     for coef in $COEFS; do
@@ -61,14 +71,14 @@ for seed in $SEEDS; do
         pids+=($!)
     done
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
+run_failed=0
+for pid in "${pids[@]}"; do wait "$pid" || run_failed=1; done  # 124: stopped at DEADLINE (its files are kept)
 echo "runs: $(( $(date +%s) - started )) s"
 for seed in $SEEDS; do
-    cp "$WORK/etm-s$seed/train_log.csv" "$OUT/etm-s$seed-train-log.csv" 2>/dev/null
-    cp "$WORK/etm-s$seed/model.json" "$OUT/etm-s$seed-model.json" 2>/dev/null
     for coef in $COEFS; do
         tail -n 1 "$WORK/coef$coef-s$seed.log"
         cp "$WORK/coef$coef-s$seed/progress.csv" "$OUT/progress-coef$coef-s$seed.csv" 2>/dev/null
         cp "$WORK/coef$coef-s$seed/summary.json" "$OUT/summary-coef$coef-s$seed.json" 2>/dev/null
     done
 done
+exit "$run_failed"

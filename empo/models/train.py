@@ -175,7 +175,9 @@ def train_dynamics(
             }
             recorder.save_checkpoint(snapshot)
             if on_epoch is not None and on_epoch(epoch, model):
-                if epoch < epochs:  # the saved model says it is a partial fit (no reader may take it for a full one)
+                # the saved model's meta says it is a partial fit, for whoever reads it (a benchmark's report);
+                # an FTM that stopped early on its own in this epoch finished normally
+                if epoch < epochs and not trainer.done:
                     model.meta = {**model.meta, "ended_early_at_epoch": epoch, "epochs_planned": epochs}
                 break
     finally:
