@@ -251,6 +251,11 @@ def main() -> int:
     return 0
 
 
+def cell(errors: dict[str, Any], column: str) -> str:
+    """A table cell: the error, or "-" where it was not measured (a dataset added after that point was scored)."""
+    return f"{errors[column]:.4g}" if column in errors else "-"
+
+
 def write_report(args: argparse.Namespace, curves: dict[str, dict[str, Any]], ftm: dict[str, float] | None) -> None:
     columns = ["holdout"] + [f"{name} {h}" for name in args.ood for h in (1, args.horizon)]
     timing_path = args.work / args.task / "timing.json"
@@ -271,9 +276,9 @@ def write_report(args: argparse.Namespace, curves: dict[str, dict[str, Any]], ft
     ]
     for name, state in curves.items():
         for p in state["points"]:
-            lines.append(f"| {name} | {p['cpu_s'] / 60:.1f} | {p['updates']} | " + " | ".join(f"{p.get(c, float('nan')):.4g}" for c in columns) + " |")
+            lines.append(f"| {name} | {p['cpu_s'] / 60:.1f} | {p['updates']} | " + " | ".join(cell(p, c) for c in columns) + " |")
     if ftm is not None:
-        lines.append(f"| quick FTM ({args.ftm.name}) | - | - | " + " | ".join(f"{ftm.get(c, float('nan')):.4g}" for c in columns) + " |")
+        lines.append(f"| quick FTM ({args.ftm.name}) | - | - | " + " | ".join(cell(ftm, c) for c in columns) + " |")
     scored = {name: state["by_eval_steps"] for name, state in curves.items() if state.get("by_eval_steps")}
     if scored:
         lines += [
@@ -285,7 +290,7 @@ def write_report(args: argparse.Namespace, curves: dict[str, dict[str, Any]], ft
         ]
         for name, by_steps in scored.items():
             for steps, errors in sorted(by_steps.items(), key=lambda item: int(item[0])):
-                lines.append(f"| {name} | {steps} | " + " | ".join(f"{errors.get(c, float('nan')):.4g}" for c in columns) + " |")
+                lines.append(f"| {name} | {steps} | " + " | ".join(cell(errors, c) for c in columns) + " |")
     lines += ["", "Recipes:", ""] + [
         f"- `{name}`: {RECIPES[name][0]}" + ("" if state["done"] else f" (stopped before its budget, at {state['cpu_s'] / 60:.1f} CPU min)")
         for name, state in curves.items()
