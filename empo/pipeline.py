@@ -17,12 +17,11 @@ loop in a run folder (docs/training.md). ``empo.runs.load_run`` reads a run fold
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ import torch
 
 from empo.config import load_json_object, load_yaml, save_yaml
 from empo.errors import EmpoError
-from empo.utils import atomic_write_text, empo_home, git_commit
+from empo.utils import atomic_write_text, empo_home, exclusive_lock, git_commit
 
 if TYPE_CHECKING:
     from empo.data.tasks import Task
@@ -79,7 +78,7 @@ def seed_everything(seed: int) -> None:
 
 # ------------------------------------------------------------------------------------- dataset
 def prepare_dataset(
-    task_name: str, d4rl_path: str | Path | None = None, minari_id: str | None = None, log: Log = print
+    task_name: str, d4rl_path: str | Path | None = None, minari_id: str | None = None, log: Log = print, progress: bool = True
 ) -> Transitions:
     """The task's dataset, checked against the task's sizes; built first when none is on disk.
 
@@ -91,7 +90,7 @@ def prepare_dataset(
     if d4rl_path is not None or minari_id is not None:
         transitions = load_transitions(task.name, d4rl_path=d4rl_path, minari_id=minari_id)
     else:
-        transitions = ensure_dataset(task.name, log=log)
+        transitions = ensure_dataset(task.name, log=log, progress=progress)
     transitions.validate(task, origin=f"dataset of {task.name}")
     log(f"dataset: {task.name}, {len(transitions.qlearning()):,} transitions from {transitions.source}")
     return transitions
@@ -205,7 +204,8 @@ def cached_model(
 
     kind = model_config.kind
     cache = model_cache_dir(task.name, model_config, transitions, seed)
-    with _cache_lock(cache, log):  # two processes (a sweep's workers) never fit or write the same model
+    # two processes (a sweep's workers) never fit or write the same model
+    with exclusive_lock(cache.with_name(cache.name + ".lock"), lambda: log(f"waiting for another process that is fitting {cache.name}")):
         if (cache / "model.json").is_file() and (cache / "model.pt").is_file():
             log(f"using the cached {kind} model in {cache}")
             return load_dynamics(cache, task, device=device), cache
@@ -215,28 +215,6 @@ def cached_model(
             transitions, task, model_config, cache, device=device, seed=seed, progress=progress, resume=resume_fit, threads=threads
         )
     return model.to(device), cache
-
-
-@contextlib.contextmanager
-def _cache_lock(cache: Path, log: Log) -> Iterator[None]:
-    """An exclusive lock on one cache entry (``<entry>.lock`` beside it), held while it is checked and
-    filled; a second process waits, then finds the model there. Without fcntl (Windows): no lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache.with_name(cache.name + ".lock"), "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another process that is fitting {cache.name}")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------- agent run
@@ -395,7 +373,7 @@ def _run(
     get_agent_spec(config.agent).load(config.agent)  # a framework's agent needs its package installed
     apply_tf32(config.runtime, device)  # the model fit too runs under the run's TF32 setting
     seed_everything(config.seed)
-    transitions = prepare_dataset(task.name, info.get("d4rl_path"), info.get("minari_id"), log=log)
+    transitions = prepare_dataset(task.name, info.get("d4rl_path"), info.get("minari_id"), log=log, progress=progress)
     if model is None:
         model, model_dir = prepare_model(config, task, transitions, device, model_dir, progress, log, threads)
     else:  # a model object of the caller's: its samplers change as a cached one's would

@@ -50,8 +50,12 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         for name in ("tasks", "algos", "seeds", "presets"):
-            if not getattr(self, name):
+            values = getattr(self, name)
+            if not values:
                 raise ValueError(f"{name} must not be empty")
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:  # the same run twice would share one folder (and, with workers, write it at once)
+                raise ValueError(f"{name} lists {', '.join(repeated)} more than once")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.threads_per_run < 1:

@@ -105,3 +105,26 @@ def device_name(device: str = "cpu") -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "cpu"
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path, on_wait: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """An exclusive lock on ``lock_path`` (created if needed) for the block: a second process calls
+    ``on_wait`` once and waits its turn. What a sweep's workers would otherwise do twice at once
+    (fit one cached model, build one dataset) runs under it. Without fcntl (Windows): no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -136,3 +136,17 @@ def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
     assert "spearman" in capsys.readouterr().out
     assert main(["--task", "hopper-medium", "--policies", "random", "--out", str(tmp_path / "x")]) == 2  # one policy
     assert main(["--task", "hopper-medium", "--policies", "random", "random", "--horizon", "0"]) == 2
+
+
+def test_a_wrong_model_dir_is_an_error_before_any_slow_work(tmp_path, monkeypatch):
+    """--model-dir is read by OPEConfig.check, before the dataset is built and the true values run."""
+    from empo.evaluation.ope_run import OPEConfig, run_ope
+
+    def no_slow_work(*args, **kwargs):
+        raise AssertionError("the dataset was prepared before --model-dir was checked")
+
+    monkeypatch.setattr(pipeline, "prepare_dataset", no_slow_work)
+    config = OPEConfig(task="hopper-medium", policies=["random", "random"], estimators=["etm"], model_dirs={"etm": tmp_path / "none"})
+    with pytest.raises(EmpoError, match="no trained model here"):
+        run_ope(config, tmp_path / "out", progress=False, log=lambda m: None)
+    assert not (tmp_path / "out").exists()

@@ -24,7 +24,7 @@ def tiny_dataset():
     build_dataset(get_task("hopper-random"), size=1500, progress=False, log=lambda m: None)
 
 
-def test_grid_and_spec_validation(tmp_path):
+def test_grid_and_spec_validation(tmp_path, capsys):
     runs = expand(SweepSpec(tasks=["hopper-medium", "walker2d-medium"], algos=["empo", "mopo"], seeds=[0, 1], presets=["smoke"]))
     assert len(runs) == 8 and runs[0].run_id == "hopper-medium-empo-smoke-s0"
     (tmp_path / "bad.yaml").write_text("tasks: [hopper-medium]\nworkerz: 2\n")
@@ -36,6 +36,18 @@ def test_grid_and_spec_validation(tmp_path):
         expand(SweepSpec(tasks=["hopper-medium"], overrides={"model": {"overrides": {"etm": {"epochz": 1}}}}))
     assert sweep_main(["--tasks", "hopper-medium", "--workers", "0", "--out", str(tmp_path / "s")]) == 2
     assert not (tmp_path / "s").exists()
+    # a repeated seed would be one run folder written twice
+    with pytest.raises(EmpoError, match="seeds lists 0 more than once"):
+        load_spec_text(tmp_path, "tasks: [hopper-medium]\nseeds: [0, 1, 0]\n")
+    # a misspelt 'tasks' is named, not reported as missing tasks
+    (tmp_path / "task.yaml").write_text("task: [hopper-medium]\n")
+    assert sweep_main([str(tmp_path / "task.yaml"), "--out", str(tmp_path / "s")]) == 2
+    assert "unknown key 'task' (did you mean 'tasks'?)" in capsys.readouterr().err
+
+
+def load_spec_text(tmp_path, text):
+    (tmp_path / "spec.yaml").write_text(text)
+    return load_spec(tmp_path / "spec.yaml")
 
 
 def test_local_sweep_runs_skips_and_resumes(tmp_path, tiny_dataset, capsys):
@@ -100,6 +112,23 @@ def test_two_processes_never_fit_the_same_model_at_once(tmp_path, tiny_dataset):
     assert sum("using the cached ftm model" in o for o in outputs) == 1
 
 
+BUILD_CHILD = """
+from empo.data import ensure_dataset
+said = []
+data = ensure_dataset("hopper-random", log=said.append, size=1200, progress=False)
+print(len(data), "|".join(said))
+"""
+
+
+def test_two_processes_never_build_the_same_dataset_at_once(tmp_path):
+    """A sweep's workers on an unbuilt task: one builds it, the other waits and loads that dataset."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD_CHILD], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert sum("building it now" in o for o in outputs) == 1, outputs
+    assert all(o.startswith("1200 ") for o in outputs), outputs  # both read the one full dataset
+
+
 def test_report_statistics_on_hand_computed_inputs(tmp_path):
     assert iqm(np.arange(1, 9)) == pytest.approx(4.5)  # the middle four: 3, 4, 5, 6
     assert iqm([0.0, 1.0, 1.0, 100.0]) == pytest.approx(1.0)
@@ -134,6 +163,19 @@ def test_report_statistics_on_hand_computed_inputs(tmp_path):
         "final_normalized_score": 50.0, "last10_mean_normalized_score": 50.0, "best_normalized_score": 50.0, "wall_time_s": 60.0}))
     rows = summarize(collect_runs([tmp_path]))
     assert [(r["algo"], r["seeds"]) for r in rows] == [("empo", 2), ("empo (sb3-sac)", 1)]
+    # a run given again (its sweep folder and itself) counts once, not as another seed
+    assert len(collect_runs([tmp_path, tmp_path / "r0"])) == len(collect_runs([tmp_path]))
+    # a sweep's runs without results are said, and a sweep with none is not called "no runs"
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"runs": [{"run_id": "hopper-medium-mopo-quick-s0", "status": "failed", "error": "boom"}]}))
+    with pytest.raises(EmpoError, match="a sweep folder whose 1 runs have no results yet"):
+        collect_runs([sweep])
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "summary.json").write_text((tmp_path / "r0" / "summary.json").read_text())
+    (tmp_path / "odd" / "progress.csv").write_text("epoch,score\n1,2\n")
+    with pytest.raises(EmpoError, match="no column normalized_score, updates"):
+        collect_runs([tmp_path / "odd"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(EmpoError, match="no runs here"):
         collect_runs([tmp_path / "empty"])

@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
             "spread evenly over their evaluated returns, plus uniform random actions, copied into the package "
             "(empo/data/policies/suites/ENV-*, for maintainers) with each policy's true value: the mean discounted "
             "return of --episodes real episodes, cached in the suite's index (ENV-index.json). Without --from, the true values "
-            "of the shipped suite are recomputed. Halfcheetah: 12 policies x 10 episodes took about 2 minutes."
+            "of the shipped suite are recomputed and written into its index (the package's, unless --out names another "
+            "suites folder). Halfcheetah: 12 policies x 10 episodes took about 2 minutes."
         ),
     )
     suite.add_argument("env", choices=("hopper", "halfcheetah", "walker2d"), help="the env")

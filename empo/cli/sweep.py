@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -72,11 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.set:
         data["overrides"] = merge(data.get("overrides") or {}, parse_overrides(args.set))
-    if not data.get("tasks"):
-        raise EmpoError("give the tasks (--tasks hopper-medium ... or a spec file with 'tasks')")
     from empo.config import from_dict
 
-    spec = from_dict(SweepSpec, data, where=str(args.spec or "sweep flags"))
+    where = str(args.spec or "sweep flags")
+    if not data.get("tasks"):
+        # a misspelt key (e.g. 'task') is named before the missing tasks are
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(SweepSpec)})
+        if unknown:
+            from_dict(SweepSpec, {**data, "tasks": ["-"]}, where=where)
+        raise EmpoError(f"{where}: give the tasks (--tasks hopper-medium ... or a spec file with 'tasks')")
+    spec = from_dict(SweepSpec, data, where=where)
     out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     index = run_sweep(spec, out, progress=not args.no_progress)
     failed = [r["run_id"] for r in index["runs"] if r["status"] in ("failed", "interrupted")]

@@ -56,10 +56,15 @@ def ensure_dataset(task_name: str, log: Callable[[str], Any] = print, **build_kw
     """Load ``task_name``'s dataset, building it first (and saying so) when none is on disk."""
     from empo.data.build import build_dataset
     from empo.data.d4rl import find_d4rl_file
-    from empo.data.minari_io import is_built
+    from empo.data.minari_io import dataset_path, is_built
+    from empo.utils import exclusive_lock
 
     task = get_task(task_name)
     if find_d4rl_file(task) is None and not is_built(task.minari_id):
-        log(f"{task.name}: no dataset on disk, building it now (empo-data build {task.name})")
-        build_dataset(task, log=log, **build_kwargs)
+        # a sweep's workers on one unbuilt task: one builds, the others wait and load its dataset
+        lock = dataset_path(task.minari_id).with_name(dataset_path(task.minari_id).name + ".lock")
+        with exclusive_lock(lock, lambda: log(f"{task.name}: waiting for another process that is building it")):
+            if not is_built(task.minari_id):
+                log(f"{task.name}: no dataset on disk, building it now (empo-data build {task.name})")
+                build_dataset(task, log=log, **build_kwargs)
     return load_transitions(task_name)

@@ -66,6 +66,12 @@ class OPEConfig:
             raise EmpoError(f"gamma must be in (0, 1], got {self.gamma}")
         if not self.policies:
             raise EmpoError("give at least two policies (--policies)")
+        for kind, model_dir in self.model_dirs.items():  # read now, not after the dataset and the true values
+            from empo.models import load_dynamics
+
+            model = load_dynamics(model_dir, get_task(self.task))
+            if model.kind != kind:
+                raise EmpoError(f"--model-dir {kind}={model_dir} holds a {model.kind} model")
 
 
 @dataclass
@@ -103,7 +109,7 @@ def run_ope(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"{len(policies)} policies: {', '.join(p.name for p in policies)}")
-    dataset = prepare_dataset(task.name, log=log)
+    dataset = prepare_dataset(task.name, log=log, progress=progress)
 
     started = time.perf_counter()
     true, true_err, cached = true_values_cached(policies, task, config.episodes, config.gamma, config.seed, progress=progress)

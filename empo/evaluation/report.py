@@ -67,7 +67,11 @@ def _read_run(run_dir: Path) -> RunRecord:
     progress = run_dir / "progress.csv"
     if progress.is_file():
         with progress.open(newline="") as f:
-            for row in csv.DictReader(f):
+            reader = csv.DictReader(f)
+            missing_columns = {"updates", "normalized_score"} - set(reader.fieldnames or [])
+            if missing_columns:
+                raise EmpoError(f"{progress}: no column {', '.join(sorted(missing_columns))} (not a progress table of empo-train?)")
+            for row in reader:
                 updates.append(float(row["updates"]))
                 scores.append(float(row["normalized_score"]) if row["normalized_score"] not in ("", "nan") else math.nan)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
@@ -83,19 +87,45 @@ def _read_run(run_dir: Path) -> RunRecord:
     )
 
 
+def runs_without_results(sweep_dir: Path) -> list[tuple[str, str, str]]:
+    """(run id, status, error) of the runs a sweep folder's index lists that have no summary yet."""
+    index_path = sweep_dir / "sweep.json"
+    if not index_path.is_file():
+        return []
+    try:
+        runs = json.loads(index_path.read_text()).get("runs", [])
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return []
+    return [
+        (str(r.get("run_id")), str(r.get("status", "?")), str(r.get("error") or ""))
+        for r in runs
+        if isinstance(r, dict) and not (sweep_dir / str(r.get("run_id")) / "summary.json").is_file()
+    ]
+
+
 def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
     """Runs from sweep folders (their sweep.json), run folders, or folders holding run folders."""
     records: list[RunRecord] = []
+    seen: set[Path] = set()
     for path in map(Path, paths):
         if not path.exists():
             raise EmpoError(f"{path}: no such folder")
         if (path / "summary.json").is_file():
-            records.append(_read_run(path))
-            continue
-        folders = sorted(p for p in path.iterdir() if (p / "summary.json").is_file()) if path.is_dir() else []
-        if not folders:
-            raise EmpoError(f"{path}: no runs here (expected a run folder, a sweep folder or folders of runs)")
-        records.extend(_read_run(folder) for folder in folders)
+            folders = [path]
+        else:
+            folders = sorted(p for p in path.iterdir() if (p / "summary.json").is_file()) if path.is_dir() else []
+            without = runs_without_results(path)
+            for run_id, status, error in without:  # a sweep's failed or unstarted runs are said, not dropped
+                print(f"note: {path.name}/{run_id} has no results ({status}{': ' + error if error else ''})")
+            if not folders:
+                what = f"a sweep folder whose {len(without)} runs have no results yet" if without else "no runs here"
+                raise EmpoError(f"{path}: {what} (expected a run folder, a sweep folder or folders of runs)")
+        for folder in folders:
+            if folder.resolve() in seen:  # given twice (a sweep and one of its runs): counted once, not as another seed
+                print(f"note: {folder} was given more than once; it counts once")
+                continue
+            seen.add(folder.resolve())
+            records.append(_read_run(folder))
     return records
 
 
