@@ -114,6 +114,13 @@ def test_policy_formats_load_and_a_wrong_size_is_one_error(tmp_path):
         load_policies([str(POLICIES / "halfcheetah-medium.pt")], HOPPER)
     with pytest.raises(EmpoError, match="no such policy file or folder"):
         load_policies([str(tmp_path / "missing.pt")], HOPPER)
+    # torch files that are not policies: said in one line, naming what was expected
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "dict.pt")
+    with pytest.raises(EmpoError, match=r"dict.pt: a torch file holding a dict \(weight\), not a policy"):
+        load_policies([str(tmp_path / "dict.pt")], HOPPER)
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "meta": {}}, tmp_path / "sd.pt")
+    with pytest.raises(EmpoError, match="sd.pt: its 'state_dict' holds no actor weights"):
+        load_policies([str(tmp_path / "sd.pt")], HOPPER)
 
 
 def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):

@@ -163,6 +163,8 @@ def test_report_statistics_on_hand_computed_inputs(tmp_path):
         "final_normalized_score": 50.0, "last10_mean_normalized_score": 50.0, "best_normalized_score": 50.0, "wall_time_s": 60.0}))
     rows = summarize(collect_runs([tmp_path]))
     assert [(r["algo"], r["seeds"]) for r in rows] == [("empo", 2), ("empo (sb3-sac)", 1)]
+    (tmp_path / "a-file").write_text("")
+    assert report_main([str(tmp_path / "r0"), "--out", str(tmp_path / "a-file")]) == 2  # a file where the report folder goes
     # a run given again (its sweep folder and itself) counts once, not as another seed
     assert len(collect_runs([tmp_path, tmp_path / "r0"])) == len(collect_runs([tmp_path]))
     # a sweep's runs without results are said, and a sweep with none is not called "no runs"

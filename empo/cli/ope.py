@@ -14,6 +14,7 @@ from empo.cli.common import (
     add_threads_argument,
     cli_entry,
     int_range,
+    output_folder,
     start_threads,
 )
 from empo.config import MODEL_PRESETS
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dirs=model_dirs, sample=args.sample, episodes=args.episodes, starts=args.starts, horizon=args.horizon,
         fqe_steps=args.fqe_steps, seed=args.seed,
     )
-    out = args.out or Path("runs") / f"ope-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = output_folder(args.out or Path("runs") / f"ope-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}", "--out")
     threads = start_threads(args.threads)
     result = run_ope(config, out, device=args.device, progress=not args.no_progress, threads=threads)
     print(result.table())

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from empo.cli.common import ArgumentParser, cli_entry
+from empo.cli.common import ArgumentParser, cli_entry, output_folder
 
 DESCRIPTION = """\
 Report over run folders, sweep folders (empo-sweep) or folders of runs: per task and algorithm the
@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from empo.evaluation.report import collect_runs, write_report
 
+    out = output_folder(args.out or args.paths[0] / "report", "--out")
     records = collect_runs(args.paths)
-    path = write_report(records, args.out or args.paths[0] / "report")
+    path = write_report(records, out)
     print(path.read_text().split("\n![")[0])
     print(f"wrote {path}")
     return 0

@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             from_dict(SweepSpec, {**data, "tasks": ["-"]}, where=where)
         raise EmpoError(f"{where}: give the tasks (--tasks hopper-medium ... or a spec file with 'tasks')")
     spec = from_dict(SweepSpec, data, where=where)
+    if spec.engine == "local" and (spec.ray_address or spec.gpus_per_run):
+        print("note: ray_address and gpus_per_run apply to --engine ray only; the local engine runs on --device")
     out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     index = run_sweep(spec, out, progress=not args.no_progress)
     failed = [r["run_id"] for r in index["runs"] if r["status"] in ("failed", "interrupted")]

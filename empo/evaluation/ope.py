@@ -149,8 +149,16 @@ def load_policy(spec: str | Path, task: Task) -> list[OPEPolicy]:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
             blob = None
-        if isinstance(blob, dict) and "state_dict" in blob and "meta" in blob:
+        if isinstance(blob, dict) and not ("state_dict" in blob and "meta" in blob):
+            keys = ", ".join(sorted(map(str, blob))[:5]) + (", ..." if len(blob) > 5 else "")
+            raise EmpoError(
+                f"{path}: a torch file holding a dict ({keys or 'empty'}), not a policy: expected a behaviour actor of "
+                "empo-data train-behaviour (a dict with 'state_dict' and 'meta') or a module written by empo-export"
+            )
+        if isinstance(blob, dict):
             weights = blob["state_dict"]
+            if not isinstance(weights, dict) or "latent_pi.0.weight" not in weights or "mu.weight" not in weights:
+                raise EmpoError(f"{path}: its 'state_dict' holds no actor weights (expected latent_pi.0.weight and mu.weight)")
             sizes = (weights.get("latent_pi.0.weight", torch.zeros(0, 0)).shape[-1], weights.get("mu.weight", torch.zeros(0)).shape[0])
             if sizes != (task.obs_dim, task.act_dim):
                 env = blob["meta"].get("env", "?") if isinstance(blob["meta"], dict) else "?"

@@ -107,7 +107,8 @@ def run_ope(
     if len(policies) < 2:
         raise EmpoError(f"OPE compares policies: --policies gave {len(policies)}, need at least 2")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EmpoError(f"{out_dir}: a file is there, expected a folder to write the OPE results into")
     log(f"{len(policies)} policies: {', '.join(p.name for p in policies)}")
     dataset = prepare_dataset(task.name, log=log, progress=progress)
 
@@ -151,6 +152,7 @@ def run_ope(
         for name, values in estimates.items()
     }
     result = OPEResult([p.name for p in policies], [p.source for p in policies], true, true_err, estimates, metrics)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails leaves no empty folder
     _write(result, config, out_dir, device, timings)
     return result
 
