@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from empo.config import load_yaml, to_dict
+from empo.config import from_dict, load_yaml, to_dict
 from empo.data import load_transitions
 from empo.data.tasks import get_task
 from empo.evaluation.transition_error import multi_step_error, one_step_error
-from empo.models import DynamicsModel, load_dynamics, load_model_config, train_dynamics
+from empo.models import DynamicsModel, ModelConfig, load_dynamics, load_model_config, train_dynamics
 from empo.utils import atomic_write_text, device_name, git_commit
 
 HEAD_SAMPLERS = {"mean_head": True, "rollout_langevin": {"init": "mean_head", "steps": 10}, "eval_langevin": {"init": "mean_head"}}
@@ -102,10 +101,10 @@ def check_recorded_config(name: str, out_dir: Path) -> None:
     saved_path = out_dir / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = load_yaml(saved_path)
-    wanted = yaml.safe_load(yaml.safe_dump(to_dict(recipe_config(name)), sort_keys=False))  # the file's round trip
+    saved, wanted = from_dict(ModelConfig, load_yaml(saved_path), where=str(saved_path)), recipe_config(name)
     if saved != wanted:
-        keys = sorted(k for k in set(saved.get("etm", {})) | set(wanted["etm"]) if saved.get("etm", {}).get(k) != wanted["etm"].get(k))
+        saved_etm, wanted_etm = to_dict(saved.etm), to_dict(wanted.etm)
+        keys = sorted(k for k in wanted_etm if saved_etm[k] != wanted_etm[k])
         raise SystemExit(f"{saved_path}: the fit there has other settings than the recipe {name!r} now ({', '.join(keys) or 'top-level keys'}); "
                          "give another --work, or remove the folder to refit")
 
@@ -165,8 +164,8 @@ def score_eval_steps(name: str, args: argparse.Namespace, data: Any, ood: dict[s
     model = load_dynamics(out_dir)
     sampler = model.config.etm.eval_langevin
     by_steps = state.setdefault("by_eval_steps", {})
+    wanted = {"holdout"} | {f"{ood_name} {h}" for ood_name in ood for h in (1, args.horizon)}
     for steps in args.eval_steps:
-        wanted = {"holdout"} | {f"{ood_name} {h}" for ood_name in ood for h in (1, args.horizon)}
         if wanted <= set(by_steps.get(str(steps), {})) or (steps == 0 and sampler.init in ("zeros", "uniform")):
             continue  # done before on every dataset asked for; or no steps from a fixed start, which predicts nothing
         model.config.etm.eval_langevin = dataclasses.replace(sampler, steps=steps)
