@@ -224,17 +224,33 @@ def section_sac_graph(device: torch.device, prof: dict[str, Any]) -> dict[str, A
     return out
 
 
-def paper_etm(device: torch.device):
+def paper_model(device: torch.device, kind: str = "etm", overrides: dict[str, Any] | None = None) -> Any:
+    """A ``kind`` model at the paper preset's sizes (hopper), scalers fit on fixed random data, in eval mode."""
     from empo.models import build_model, load_model_config
 
-    config = load_model_config("etm", "paper")
-    model = build_model("etm", OBS_DIM, ACT_DIM, "hopper", config).to(device)
+    model = build_model(kind, OBS_DIM, ACT_DIM, "hopper", load_model_config(kind, "paper", overrides)).to(device)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4096, OBS_DIM + ACT_DIM, generator=gen)
     y = torch.randn(4096, OBS_DIM + 1, generator=gen) * 0.1
     model.fit_scalers(x.to(device), y.to(device))
-    model.eval()
-    return model, config
+    return model.eval()
+
+
+def etm_training_step(model: Any, x: torch.Tensor, y: torch.Tensor, batch: int, generator: torch.Generator) -> Callable[[], None]:
+    """One ETM optimiser step on ``batch`` random rows of (x, y) per member, as a fit's epoch takes it
+    (EnsembleTrainer.update), for timing; the trainer lives as long as the returned callable."""
+    from empo.models.etm import ETMTrainer
+    from empo.models.fitting import DeviceTimer
+
+    trainer = ETMTrainer(model, x, y, x[:0], y[:0], generator)
+    timer = DeviceTimer(x.device)
+
+    def step() -> None:
+        # the timer's CUDA events are never read (a read would sync the host inside the timed step); a timing
+        # run makes a handful of steps
+        trainer.update(torch.randint(x.shape[0], (model.members, batch), generator=generator, device=x.device), timer)
+
+    return step
 
 
 def section_langevin(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +258,8 @@ def section_langevin(device: torch.device, prof: dict[str, Any]) -> dict[str, An
 
     from empo.models.energy_grad import langevin_flops_per_step
 
-    model, config = paper_etm(device)
+    model = paper_model(device)
+    config = model.config
     batch = prof["langevin_batch"]
     gen = torch.Generator(device=device).manual_seed(1)
     obs = torch.randn(batch, OBS_DIM, device=device, generator=gen) * 0.5
@@ -289,35 +306,23 @@ def section_langevin(device: torch.device, prof: dict[str, Any]) -> dict[str, An
 
 
 def section_etm_train(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
-    from empo.models.etm import ETMTrainer
-    from empo.models.fitting import DeviceTimer
-
     batch = prof["train_batch"]
     rows = []
     precisions = ("fp32", "tf32") if device.type == "cuda" else ("fp32",)
     for gradient in GRADIENTS:
-        model, config = paper_etm(device)
-        model.config.etm.train_langevin.gradient = gradient
+        model = paper_model(device)
+        config = model.config
+        config.etm.train_langevin.gradient = gradient
         model.train()
         gen = torch.Generator(device=device).manual_seed(2)
         n = 8 * batch
         x = torch.randn(n, OBS_DIM + ACT_DIM, device=device, generator=gen)
         y = (torch.rand(n, OBS_DIM + 1, device=device, generator=gen) * 2 - 1) * model.target_scaler.scale
-        trainer = ETMTrainer(model, x, y, x[:0], y[:0], gen)
-        timer = DeviceTimer(device)
-
-        def one_step(trainer=trainer, timer=timer, n=n, gen=gen) -> None:
-            index = torch.randint(n, (trainer.model.members, batch), generator=gen, device=device)
-            loss = trainer.loss_for(index, timer)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            trainer.optimizer.step()
-
+        one_step = etm_training_step(model, x, y, batch, gen)
         for precision in precisions:
             set_tf32(precision == "tf32")
             reset_peak(device)
             seconds = median_seconds(one_step, device, prof["train_repeats"])
-            timer.total()
             rows.append(
                 {
                     "gradient": gradient,
@@ -340,24 +345,16 @@ def section_warm(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
     published zero/uniform starts and against an FTM step: sampler transitions/s and the ETM step."""
     import dataclasses
 
-    from empo.models import build_model, load_model_config
-    from empo.models.etm import ETMTrainer
-    from empo.models.fitting import DeviceTimer
+    from empo.models import load_model_config
 
     warm = load_model_config("etm", "quick-warm").etm
     gen = torch.Generator(device=device).manual_seed(3)
     x = torch.randn(8 * prof["train_batch"], OBS_DIM + ACT_DIM, device=device, generator=gen)
     y = torch.randn(x.shape[0], OBS_DIM + 1, device=device, generator=gen) * 0.1
-
-    def paper_model(kind: str, overrides: dict[str, Any] | None = None) -> Any:
-        built = build_model(kind, OBS_DIM, ACT_DIM, "hopper", load_model_config(kind, "paper", overrides)).to(device)
-        built.fit_scalers(x, y)
-        return built.eval()
-
     # the published chains on the published model; the warm ones need the mean head, which a training step also fits
-    models = {"published": paper_model("etm"), "warm": paper_model("etm", {"etm": {"mean_head": True}})}
+    models = {"published": paper_model(device), "warm": paper_model(device, "etm", {"etm": {"mean_head": True}})}
     config = models["published"].config
-    ftm = paper_model("ftm")
+    ftm = paper_model(device, "ftm")
     batch = prof["langevin_batch"]
     obs = torch.randn(batch, OBS_DIM, device=device, generator=gen) * 0.5
     act = torch.rand(batch, ACT_DIM, device=device, generator=gen) * 2 - 1
@@ -408,14 +405,7 @@ def section_warm(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
         model = models[which].train()
         for gradient in ("analytic", "compiled"):
             model.config.etm.train_langevin = dataclasses.replace(sampler, gradient=gradient)
-            trainer = ETMTrainer(model, x, y, x[:0], y[:0], gen)
-            timer = DeviceTimer(device)
-            index_gen = torch.Generator(device=device).manual_seed(4)
-
-            def one_step(trainer=trainer, timer=timer, index_gen=index_gen) -> None:
-                index = torch.randint(x.shape[0], (trainer.model.members, train_batch), generator=index_gen, device=device)
-                trainer.update(index, timer)
-
+            one_step = etm_training_step(model, x, y, train_batch, torch.Generator(device=device).manual_seed(4))
             reset_peak(device)
             seconds = median_seconds(one_step, device, prof["train_repeats"])
             rows.append(
