@@ -205,7 +205,7 @@ def cached_model(
     kind = model_config.kind
     cache = model_cache_dir(task.name, model_config, transitions, seed)
     # two processes (a sweep's workers) never fit or write the same model
-    with exclusive_lock(cache.with_name(cache.name + ".lock"), lambda: log(f"waiting for another process that is fitting {cache.name}")):
+    with exclusive_lock(cache, lambda: log(f"waiting for another process that is fitting {cache.name}")):
         if (cache / "model.json").is_file() and (cache / "model.pt").is_file():
             log(f"using the cached {kind} model in {cache}")
             return load_dynamics(cache, task, device=device), cache

@@ -108,15 +108,16 @@ def device_name(device: str = "cpu") -> str:
 
 
 @contextmanager
-def exclusive_lock(lock_path: Path, on_wait: Callable[[], object] = lambda: None) -> Iterator[None]:
-    """An exclusive lock on ``lock_path`` (created if needed) for the block: a second process calls
-    ``on_wait`` once and waits its turn. What a sweep's workers would otherwise do twice at once
-    (fit one cached model, build one dataset) runs under it. Without fcntl (Windows): no lock."""
+def exclusive_lock(guarded: Path, on_wait: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """An exclusive lock on ``guarded`` (a file ``<guarded>.lock`` beside it) for the block: a second
+    process calls ``on_wait`` once and waits its turn. What a sweep's workers would otherwise do twice
+    at once (fit one cached model, build one dataset) runs under it. Without fcntl (Windows): no lock."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover
         yield
         return
+    lock_path = guarded.with_name(guarded.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
         try:

@@ -62,8 +62,7 @@ def ensure_dataset(task_name: str, log: Callable[[str], Any] = print, **build_kw
     task = get_task(task_name)
     if find_d4rl_file(task) is None and not is_built(task.minari_id):
         # a sweep's workers on one unbuilt task: one builds, the others wait and load its dataset
-        lock = dataset_path(task.minari_id).with_name(dataset_path(task.minari_id).name + ".lock")
-        with exclusive_lock(lock, lambda: log(f"{task.name}: waiting for another process that is building it")):
+        with exclusive_lock(dataset_path(task.minari_id), lambda: log(f"{task.name}: waiting for another process that is building it")):
             if not is_built(task.minari_id):
                 log(f"{task.name}: no dataset on disk, building it now (empo-data build {task.name})")
                 build_dataset(task, log=log, **build_kwargs)
