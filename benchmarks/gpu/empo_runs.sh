@@ -23,10 +23,7 @@ WORK="${WORK:-/tmp/empo-runs}"
 COEFS="${COEFS:-2.0 5.0}"; SEEDS="${SEEDS:-${SEED:-0}}"; PRESET="${PRESET:-quick}"; MODEL_PRESET="${MODEL_PRESET:-$PRESET}"
 SIZE="${SIZE:-1000000}"; DEVICE="${DEVICE:-auto}"; RUNTIME_GRAPH="${RUNTIME_GRAPH:-true}"; DEADLINE="${DEADLINE:-440}"
 AUTHORS="${AUTHORS:-${AUTHORS_ETM:-true}}"; BENCH_SECTIONS="${BENCH_SECTIONS:-}"; BENCH_PROFILE="${BENCH_PROFILE:---profile gpu}"
-mkdir -p "$OUT" "$WORK"
-started=$(date +%s)
-. benchmarks/gpu/install.sh || exit 3
-export EMPO_HOME="$WORK/home" MINARI_DATASETS_PATH="$WORK/minari"
+. benchmarks/gpu/common.sh
 bench_pid=""
 if [ -n "$BENCH_SECTIONS" ]; then  # the GPU is idle while the dataset is built on the CPU
     # shellcheck disable=SC2086
@@ -34,8 +31,8 @@ if [ -n "$BENCH_SECTIONS" ]; then  # the GPU is idle while the dataset is built 
     bench_pid=$!
 fi
 python3 -m empo.cli.data build hopper-medium --size "$SIZE" --no-progress 2>&1 | grep -v Warning | tail -n 2
-echo "dataset: $(( $(date +%s) - started )) s"
-if [ -n "$bench_pid" ]; then wait "$bench_pid"; echo "bench (rc $?): $(( $(date +%s) - started )) s"; fi
+echo "dataset: $(elapsed) s"
+if [ -n "$bench_pid" ]; then wait "$bench_pid"; echo "bench (rc $?): $(elapsed) s"; fi
 ETM_SETS=(); PENALTY_SETS=()
 if [ "$AUTHORS" = true ]; then  # the authors' settings, as the CPU fidelity runs used
     ETM_SETS=(--set etm.loss_reduction=sum --set etm.rollout_langevin.grad_clip=0.5 --set etm.eval_langevin.grad_clip=0.5
@@ -48,19 +45,15 @@ for seed in $SEEDS; do
         "${ETM_SETS[@]}" --no-progress --out "$WORK/etm-s$seed" > "$WORK/etm-s$seed.log" 2>&1 &
     pids+=($!)
 done
-fit_failed=0
-for pid in "${pids[@]}"; do wait "$pid" || fit_failed=1; done
+wait_all "${pids[@]}"; fit_failed=$?
 for seed in $SEEDS; do
     tail -n 2 "$WORK/etm-s$seed.log"
     cp "$WORK/etm-s$seed/train_log.csv" "$OUT/etm-s$seed-train-log.csv" 2>/dev/null
     cp "$WORK/etm-s$seed/model.json" "$OUT/etm-s$seed-model.json" 2>/dev/null
 done
-echo "etm fits: $(( $(date +%s) - started )) s"
+echo "etm fits: $(elapsed) s"
 if [ "$fit_failed" != 0 ]; then echo "an ETM fit failed (its log: above); no runs"; exit 4; fi
-LIMIT=$(( DEADLINE - ($(date +%s) - started) ))
-echo "runs get $LIMIT s"
-# `timeout 0` would not limit the runs at all, and their files only come back if they stop in time
-if [ "$LIMIT" -lt 30 ]; then echo "less than 30 s left before DEADLINE=$DEADLINE: no runs"; exit 5; fi
+time_left 30
 pids=()
 for seed in $SEEDS; do
     for coef in $COEFS; do
@@ -71,9 +64,8 @@ for seed in $SEEDS; do
         pids+=($!)
     done
 done
-run_failed=0
-for pid in "${pids[@]}"; do wait "$pid" || run_failed=1; done  # 124: stopped at DEADLINE (its files are kept)
-echo "runs: $(( $(date +%s) - started )) s"
+wait_all "${pids[@]}"; run_failed=$?  # 124 for a run stopped at DEADLINE (its files are kept)
+echo "runs: $(elapsed) s"
 for seed in $SEEDS; do
     for coef in $COEFS; do
         tail -n 1 "$WORK/coef$coef-s$seed.log"

@@ -20,29 +20,23 @@ WORK="${WORK:-/tmp/empo-sweep}"
 TASKS="${TASKS:-hopper-medium}"; ALGOS="${ALGOS:-empo mopo}"; SEEDS="${SEEDS:-0}"; PRESET="${PRESET:-quick}"
 WORKERS="${WORKERS:-2}"; SIZE="${SIZE:-1000000}"; DEADLINE="${DEADLINE:-540}"; DEVICE="${DEVICE:-cuda}"
 GRAPH=true; [ "$DEVICE" = cpu ] && GRAPH=false  # the CUDA graph needs CUDA (a CPU try of the script)
-mkdir -p "$OUT" "$WORK"
-started=$(date +%s)
-. benchmarks/gpu/install.sh || exit 3
-export EMPO_HOME="$WORK/home" MINARI_DATASETS_PATH="$WORK/minari"
+. benchmarks/gpu/common.sh
 pids=()
 for task in $TASKS; do
     python3 -m empo.cli.data build "$task" --size "$SIZE" --no-progress > "$WORK/build-$task.log" 2>&1 &
     pids+=($!)
 done
-build_failed=0
-for pid in "${pids[@]}"; do wait "$pid" || build_failed=1; done
+wait_all "${pids[@]}"; build_failed=$?
 for task in $TASKS; do grep -v Warning "$WORK/build-$task.log" | tail -n 1; done
-echo "datasets: $(( $(date +%s) - started )) s"
+echo "datasets: $(elapsed) s"
 if [ "$build_failed" != 0 ]; then echo "a dataset build failed (its log: above); no runs"; exit 4; fi
-LIMIT=$(( DEADLINE - ($(date +%s) - started) ))
-if [ "$LIMIT" -lt 60 ]; then echo "less than 60 s left before DEADLINE=$DEADLINE: no runs"; exit 5; fi
-echo "the sweep gets $LIMIT s"
+time_left 60
 # SIGINT, as Ctrl-C: each run stops at its epoch and the index records it as interrupted
 # shellcheck disable=SC2086
 timeout -s INT -k 30 "$LIMIT" python3 -m empo.cli.sweep --tasks $TASKS --algos $ALGOS --seeds $SEEDS --presets "$PRESET" \
     --set runtime.cuda_graph="$GRAPH" --device "$DEVICE" --workers "$WORKERS" --threads-per-run 1 \
     --out "$WORK/sweep" --no-progress 2>&1 | tail -n 40
-echo "sweep: $(( $(date +%s) - started )) s"
+echo "sweep: $(elapsed) s"
 python3 -m empo.cli.report "$WORK/sweep" --out "$WORK/sweep/report" 2>&1 | tail -n 3
 cp "$WORK/sweep/report/report.md" "$OUT/report.md" 2>/dev/null
 tar czf "$OUT/sweep.tar.gz" --exclude=checkpoint.pt --exclude=tb -C "$WORK" sweep
