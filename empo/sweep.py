@@ -79,15 +79,19 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 def expand(spec: SweepSpec) -> list[RunSpec]:
-    """The grid, every run's config resolved and checked (model settings included) before any run starts."""
+    """The grid, every run's config resolved and checked (model settings included) before any run starts.
+
+    Seeds are the outer loop: a sweep stopped part way (hours of CPU per run) has every task,
+    algorithm and preset at its first seeds rather than one task at all of them.
+    """
     from empo.loop.config import resolve_config
     from empo.pipeline import model_config_for
 
     runs = []
-    for task in spec.tasks:
-        for algo in spec.algos:
-            for preset in spec.presets:
-                for seed in spec.seeds:
+    for seed in spec.seeds:
+        for task in spec.tasks:
+            for algo in spec.algos:
+                for preset in spec.presets:
                     config = resolve_config(task, algo, preset, seed, spec.overrides or None)
                     model_config_for(config)
                     runs.append(RunSpec(f"{task}-{algo}-{preset}-s{seed}", task, algo, preset, seed, spec.overrides))

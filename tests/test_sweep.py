@@ -27,6 +27,8 @@ def tiny_dataset():
 def test_grid_and_spec_validation(tmp_path, capsys):
     runs = expand(SweepSpec(tasks=["hopper-medium", "walker2d-medium"], algos=["empo", "mopo"], seeds=[0, 1], presets=["smoke"]))
     assert len(runs) == 8 and runs[0].run_id == "hopper-medium-empo-smoke-s0"
+    # seed-major: a sweep stopped early has every task and algorithm at seed 0 first
+    assert [r.run_id for r in runs[:4]] == [f"{t}-{a}-smoke-s0" for t in ("hopper-medium", "walker2d-medium") for a in ("empo", "mopo")]
     (tmp_path / "bad.yaml").write_text("tasks: [hopper-medium]\nworkerz: 2\n")
     with pytest.raises(EmpoError, match="unknown key 'workerz'.*did you mean 'workers'"):
         load_spec(tmp_path / "bad.yaml")
