@@ -48,6 +48,10 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         "negatives start at the mean head's prediction + N(0, 0.25), 10 steps; samplers start from the head",
         {**HEAD_SAMPLERS, "train_langevin": {"init": "mean_head", "init_noise": 0.25, "steps": 10}},
     ),
+    "ens-head-neg10": (
+        "head-neg10 with one mean head per member (etm.mean_head_ensemble): each member's chains start from its own guess",
+        {**HEAD_SAMPLERS, "mean_head_ensemble": True, "train_langevin": {"init": "mean_head", "init_noise": 0.25, "steps": 10}},
+    ),
     "head-neg10-wide": (
         "head-neg10 with wider starts for the negatives: the head's prediction + N(0, 1)",
         {**HEAD_SAMPLERS, "train_langevin": {"init": "mean_head", "init_noise": 1.0, "steps": 10}},

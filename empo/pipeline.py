@@ -126,6 +126,7 @@ def model_config_for(config: TrainConfig) -> ModelConfig | None:
 # so that every model cached before they existed keeps its key (and is not fitted again)
 KEY_COMPATIBLE_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("etm", "mean_head"): False,
+    ("etm", "mean_head_ensemble"): False,
     **{("etm", sampler, "init_noise"): 0.0 for sampler in ("train_langevin", "rollout_langevin", "eval_langevin")},
 }
 

@@ -238,23 +238,29 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
         train_dynamics(data, task, cfg, tmp_path / "empty", progress=False, resume=True)
 
 
-def test_etm_mean_head_is_trained_saved_and_starts_the_sampler(tmp_path):
+@pytest.mark.parametrize("per_member", [False, True])
+def test_etm_mean_head_is_trained_saved_and_starts_the_sampler(tmp_path, per_member):
     task = get_task("hopper-medium")
     data = synthetic_transitions(n=2000)
-    warm = {"mean_head": True, "epochs": 10, "steps_per_epoch": 40, "train_langevin": {"steps": 5},
-            "rollout_langevin": {"init": "mean_head", "steps": 0}}
+    warm = {"mean_head": True, "mean_head_ensemble": per_member, "epochs": 10, "steps_per_epoch": 40,
+            "train_langevin": {"steps": 5}, "rollout_langevin": {"init": "mean_head", "steps": 0}}
     model = train_dynamics(data, task, load_model_config("etm", "smoke", {"etm": warm}), tmp_path / "m", progress=False)
     assert model.mean_head is not None
     obs, act = torch.as_tensor(data.observations[:500]), torch.as_tensor(data.actions[:500])
     target = torch.cat([torch.as_tensor(data.next_observations[:500]) - obs, torch.as_tensor(data.rewards[:500])[:, None]], -1)
     x = model.input_scaler(torch.cat([obs, act], -1))
+    if per_member:
+        x = x.unsqueeze(0).expand(model.members, -1, -1)
     with torch.no_grad():
         guess = model.target_scaler.inverse(model.mean_head(x))
     # the head learned the toy dynamics: well below the error of predicting no change
     assert (guess - target).square().mean() < 0.2 * target.square().mean()
     # a 0-step sampler starting from the head returns the head's prediction, for every member
     samples = model.sample_members(obs, act, model.config.etm.rollout_langevin)
-    assert torch.allclose(samples, guess.unsqueeze(0).expand_as(samples), atol=1e-5)
+    assert torch.allclose(samples, guess.expand_as(samples), atol=1e-5)
+    if per_member:  # each member starts from its own head, each trained on its own minibatches
+        assert guess.shape == samples.shape and float((guess[0] - guess[1]).abs().max()) > 1e-3
+        assert float(model.step(obs, act).penalty.min()) > 0  # members disagree even with no steps
     loaded = load_dynamics(tmp_path / "m", task)
     assert torch.allclose(loaded.sample_members(obs, act, loaded.config.etm.rollout_langevin), samples, atol=1e-6)
 
@@ -264,6 +270,8 @@ def test_a_mean_head_start_needs_the_mean_head():
         load_model_config("etm", "smoke", {"etm": {"rollout_langevin": {"init": "mean_head"}}})
     with pytest.raises(EmpoError, match="train_langevin.init is mean_head, which needs mean_head: true"):
         load_model_config("etm", "smoke", {"etm": {"train_langevin": {"init": "mean_head"}}})
+    with pytest.raises(EmpoError, match="mean_head_ensemble needs mean_head: true"):
+        load_model_config("etm", "smoke", {"etm": {"mean_head_ensemble": True}})
     with pytest.raises(EmpoError, match="eval_langevin.init: positive is for training negatives"):
         load_model_config("etm", "smoke", {"etm": {"eval_langevin": {"init": "positive"}}})
     with pytest.raises(EmpoError, match="init_noise must be >= 0"):

@@ -115,8 +115,14 @@ class ETMConfig:
     # same minibatches: the start of the samplers whose init is "mean_head" (a warm start, so that a
     # few Langevin steps refine a forward guess instead of travelling from zero). Not in the paper.
     mean_head: bool = False
+    # One head per member instead of one for all (needs mean_head): each member's chains start from
+    # its own guess, so the members' samples disagree where their heads do, as an FTM ensemble's
+    # would, and the uncertainty penalty keeps that signal. Not in the paper.
+    mean_head_ensemble: bool = False
 
     def __post_init__(self) -> None:
+        if self.mean_head_ensemble and not self.mean_head:
+            raise ValueError("mean_head_ensemble needs mean_head: true")
         for name in ("train_langevin", "rollout_langevin", "eval_langevin"):
             if getattr(self, name).init == "mean_head" and not self.mean_head:
                 raise ValueError(f"{name}.init is mean_head, which needs mean_head: true")

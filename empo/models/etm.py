@@ -21,7 +21,7 @@ from empo.models.energy_grad import sampler_grad_fn
 from empo.models.energy_net import EnergyEnsemble
 from empo.models.fitting import DeviceTimer, EnsembleTrainer
 from empo.models.langevin import langevin_sample
-from empo.models.layers import MaxAbsScaler
+from empo.models.layers import EnsembleLinear, MaxAbsScaler
 
 
 def negative_start(config: ETMConfig, y_pos: Tensor, head_prediction: Tensor | None = None) -> Tensor | None:
@@ -102,11 +102,13 @@ def infonce_loss(
     return loss, nce.detach().mean(dim=-1), penalty.detach().mean(dim=-1)
 
 
-def mean_head_network(input_dim: int, target_dim: int, hidden: int) -> torch.nn.Sequential:
-    return torch.nn.Sequential(
-        torch.nn.Linear(input_dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-        torch.nn.Linear(hidden, target_dim),
-    )
+def mean_head_network(input_dim: int, target_dim: int, hidden: int, members: int = 0) -> torch.nn.Sequential:
+    """Two ReLU layers (s, a) -> (Delta s, r); ``members`` > 0: one such MLP per member, [M, B, in] -> [M, B, out]."""
+    if members:
+        layers = [EnsembleLinear(members, input_dim, hidden), EnsembleLinear(members, hidden, hidden), EnsembleLinear(members, hidden, target_dim)]
+    else:
+        layers = [torch.nn.Linear(input_dim, hidden), torch.nn.Linear(hidden, hidden), torch.nn.Linear(hidden, target_dim)]
+    return torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
 
 
 class ETMDynamics(DynamicsModel):
@@ -122,7 +124,8 @@ class ETMDynamics(DynamicsModel):
             cfg.ensemble_size, obs_dim + act_dim, self.target_dim, cfg.hidden_size, cfg.hidden_layers
         )
         # the warm start of "mean_head" samplers (ETMConfig.mean_head): scaled inputs -> scaled targets
-        self.mean_head = mean_head_network(obs_dim + act_dim, self.target_dim, cfg.hidden_size) if cfg.mean_head else None
+        head_members = cfg.ensemble_size if cfg.mean_head_ensemble else 0
+        self.mean_head = mean_head_network(obs_dim + act_dim, self.target_dim, cfg.hidden_size, head_members) if cfg.mean_head else None
 
     @property
     def members(self) -> int:
@@ -155,7 +158,7 @@ class ETMDynamics(DynamicsModel):
             if self.mean_head is None:
                 raise EmpoError("this ETM has no mean head (etm.mean_head: false), so a sampler cannot start from it")
             with torch.no_grad():
-                start = self.mean_head(x)
+                start = self.mean_head(x.unsqueeze(0).expand(self.members, -1, -1) if self.config.etm.mean_head_ensemble else x)
         if start is not None and start.dim() == 2:
             start = start.unsqueeze(0).expand(self.members, -1, -1)
         y = langevin_sample(
