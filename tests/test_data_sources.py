@@ -190,7 +190,11 @@ def test_medium_replay_from_a_saved_replay_buffer(tmp_path):
     assert (s["episodes"], s["terminals"], s["timeouts"], s["transitions"]) == (3, 1, 2, 28)
 
 
-def test_building_without_a_policy_says_what_to_run(tmp_path):
+def test_building_without_a_policy_says_what_to_run(tmp_path, monkeypatch):
+    import empo.data.behaviour as behaviour
+
+    # as for an env whose policies do not ship with the package
+    monkeypatch.setattr(behaviour, "POLICY_DIR", tmp_path / "shipped-none")
     with pytest.raises(EmpoError, match="empo-data train-behaviour walker2d-expert"):
         build_dataset(get_task("walker2d-expert"), size=10, behaviour_dir=tmp_path, progress=False)
     with pytest.raises(EmpoError, match="empo-data train-behaviour hopper-medium"):

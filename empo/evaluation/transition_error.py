@@ -123,6 +123,46 @@ def multi_step_error(
     return results
 
 
+def penalty_and_error(
+    model: DynamicsModel,
+    transitions: Transitions,
+    index: np.ndarray | None = None,
+    max_samples: int | None = None,
+    batch_size: int = 4096,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Does the uncertainty penalty track the error? One sampled step per row (``model.step``, as
+    rollouts take it): the mean penalty, the mean next-state MSE of the sample, and the Spearman
+    correlation between each row's penalty and its error (1: the penalty ranks the rows by error).
+
+    EMPO's rollouts trust a transition as much as its penalty says; a model whose penalty is low
+    and flat where its error is high lets the agent exploit it.
+    """
+    from empo.evaluation.ope import spearman
+
+    data = transitions.qlearning()
+    rows = np.arange(len(data)) if index is None else np.asarray(index)
+    if max_samples is not None and rows.size > max_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_samples, replace=False))
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    penalties, errors = [], []
+    for start in range(0, rows.size, batch_size):
+        part = rows[start : start + batch_size]
+        obs = torch.as_tensor(data.observations[part], device=model.device)
+        act = torch.as_tensor(data.actions[part], device=model.device)
+        with torch.no_grad():
+            result = model.step(obs, act, generator)
+        penalties.append(result.penalty.cpu().numpy())
+        errors.append(((result.next_obs.cpu().numpy() - data.next_observations[part]) ** 2).mean(axis=-1))
+    penalty, error = np.concatenate(penalties), np.concatenate(errors)
+    return {
+        "penalty_mean": float(penalty.mean()),
+        "sample_mse": float(error.mean()),
+        "spearman": spearman(penalty, error),
+        "n": int(rows.size),
+    }
+
+
 def transition_error_table(
     model: DynamicsModel,
     datasets: dict[str, tuple[Transitions, str, np.ndarray | None]],
