@@ -61,7 +61,7 @@ def test_a_missing_suite_says_how_to_build_one(tmp_path):
         suites.build_suite("hopper", [tmp_path], out_root=tmp_path / "out", progress=False)
 
 
-@pytest.mark.parametrize("env, spread", [("halfcheetah", 1000), ("hopper", 400)])
+@pytest.mark.parametrize("env, spread", [("halfcheetah", 1000), ("hopper", 400), ("walker2d", 500)])
 def test_a_shipped_suite(env, spread):
     index = suites.read_suite(env)
     policies = index["policies"]
