@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Writes ENV-medium.pt / ENV-expert.pt (actor weights) and medium_replay.npz into --out. "
             "On a 2-core CPU SAC runs at about 160 steps/s with a core to itself; halfcheetah reached medium after "
             "90k steps (37 min on a shared CPU), hopper after 155k (27 min), walker2d after 335k (2.4 h), "
-            "expert levels longer (hopper expert after 230k steps, 65 min; halfcheetah expert after 475k, 5.7 h on a shared CPU). A policy in the band over 10 episodes must stay in it over --confirm-episodes. "
+            "expert levels longer (hopper expert after 230k steps, 65 min; halfcheetah expert after 475k, 5.7 h; walker2d expert after 500k, 2.6 h; both on a shared CPU). A policy in the band over 10 episodes must stay in it over --confirm-episodes. "
             "Interrupted runs resume from their last checkpoint (every 50k steps)."
         ),
     )
