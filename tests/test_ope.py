@@ -92,6 +92,21 @@ def test_model_estimator_with_the_simulator_as_the_model_gives_the_true_values()
     true, _ = true_values(policies, HOPPER, episodes=4, gamma=0.99, max_steps=30)
     estimator = ModelEstimator(SimulatorDynamics(HOPPER), HOPPER, data, starts=4, horizon=30, gamma=0.99)
     assert estimator.estimate(policies) == pytest.approx(true, rel=0.02)
+    # and its rollouts last as long as the real episodes (the constant policy falls, within 30 steps or not)
+    lengths = []
+    for policy in policies:
+        per_start = []
+        for s in range(4):
+            env = gym.make(HOPPER.gym_id)
+            obs, _ = env.reset(seed=s)
+            for t in range(30):
+                obs, _, terminated, _, _ = env.step(policy.act(torch.as_tensor(obs[None], dtype=torch.float32))[0].numpy())
+                if terminated:
+                    break
+            env.close()
+            per_start.append(t + 1)
+        lengths.append(np.mean(per_start))
+    assert estimator.rollout_steps == pytest.approx(lengths, abs=0.5)
 
 
 def test_policy_formats_load_and_a_wrong_size_is_one_error(tmp_path):
@@ -140,6 +155,9 @@ def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
         assert set(entry["metrics"]) >= {"abs_error", "spearman", "pearson", "regret@1"}
     rows = (out / "values.csv").read_text().splitlines()
     assert rows[0].startswith("policy,source,true_value,true_stderr,etm") and len(rows) == 4
+    assert rows[0].endswith("etm_rollout_steps,etm-sample_rollout_steps,ftm_rollout_steps,ftm-sample_rollout_steps")
+    assert all(1 <= float(v) <= 20 for row in rows[1:] for v in row.split(",")[-4:])
+    assert "Mean model rollout length per policy" in (out / "report.md").read_text()
     assert "spearman" in capsys.readouterr().out
     assert main(["--task", "hopper-medium", "--policies", "random", "--out", str(tmp_path / "x")]) == 2  # one policy
     assert main(["--task", "hopper-medium", "--policies", "random", "random", "--horizon", "0"]) == 2

@@ -315,6 +315,9 @@ class ModelEstimator:
         self.rew_low, self.rew_high = (torch.as_tensor(a, device=self.device) for a in _widened(q.rewards))
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.progress = progress
+        # per policy, the mean number of model steps before the task's rule ended a rollout (or the
+        # horizon): a model that ends good policies' episodes early undervalues them
+        self.rollout_steps: np.ndarray | None = None
 
     @torch.no_grad()
     def estimate(self, policies: Sequence[OPEPolicy]) -> np.ndarray:
@@ -325,6 +328,7 @@ class ModelEstimator:
         obs = self.starts.repeat(n_policies, 1)  # rows [p * n_starts : (p + 1) * n_starts] are policy p's
         owner = torch.arange(n_policies, device=self.device).repeat_interleave(n_starts)
         values = torch.zeros(n_policies * n_starts, device=self.device, dtype=torch.float64)
+        steps = torch.zeros(n_policies * n_starts, device=self.device)
         alive = torch.arange(n_policies * n_starts, device=self.device)
         for t in tqdm(range(self.horizon), desc=f"{self.name} rollouts", unit="step", disable=not self.progress):
             if alive.numel() == 0:
@@ -342,9 +346,11 @@ class ModelEstimator:
             next_obs = torch.maximum(torch.minimum(next_obs, self.obs_high), self.obs_low)
             reward = reward.reshape(-1).clamp(float(self.rew_low), float(self.rew_high))
             values[alive] += (self.gamma**t) * reward.double()
+            steps[alive] += 1
             done = self.termination(next_obs).reshape(-1).bool()
             keep = ~done
             alive, obs = alive[keep], next_obs[keep]
+        self.rollout_steps = steps.view(n_policies, n_starts).mean(dim=1).cpu().numpy()
         return values.view(n_policies, n_starts).mean(dim=1).cpu().numpy()
 
 

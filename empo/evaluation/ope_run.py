@@ -82,6 +82,7 @@ class OPEResult:
     true_stderr: np.ndarray
     estimates: dict[str, np.ndarray]
     metrics: dict[str, dict[str, Any]]
+    rollout_steps: dict[str, np.ndarray] = field(default_factory=dict)  # model estimators: mean rollout length per policy
 
     def table(self) -> str:
         keys = ["abs_error", "spearman", "pearson", "regret@1"] + (["regret@5"] if len(self.names) >= 5 else [])
@@ -120,6 +121,7 @@ def run_ope(
 
     estimates: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
+    rollout_steps: dict[str, np.ndarray] = {}
     for kind in config.estimators:
         if kind == "fqe":
             estimators = [FQE(dataset, task, steps=config.fqe_steps, gamma=config.gamma, seed=config.seed, device=device, progress=progress)]
@@ -140,6 +142,8 @@ def run_ope(
             t0 = time.perf_counter()
             estimates[estimator.name] = np.asarray(estimator.estimate(policies), dtype=np.float64)
             seconds[estimator.name] = time.perf_counter() - t0
+            if getattr(estimator, "rollout_steps", None) is not None:
+                rollout_steps[estimator.name] = np.asarray(estimator.rollout_steps, dtype=np.float64)
             log(f"{estimator.name}: {seconds[estimator.name]:.0f} s")
 
     metrics = {
@@ -151,7 +155,7 @@ def run_ope(
         }
         for name, values in estimates.items()
     }
-    result = OPEResult([p.name for p in policies], [p.source for p in policies], true, true_err, estimates, metrics)
+    result = OPEResult([p.name for p in policies], [p.source for p in policies], true, true_err, estimates, metrics, rollout_steps)
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails leaves no empty folder
     _write(result, config, out_dir, device, timings)
     return result
@@ -160,9 +164,11 @@ def run_ope(
 def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.device, timings: dict[str, float]) -> None:
     with (out_dir / "values.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["policy", "source", "true_value", "true_stderr", *result.estimates])
+        steps_columns = [f"{name}_rollout_steps" for name in result.rollout_steps]
+        writer.writerow(["policy", "source", "true_value", "true_stderr", *result.estimates, *steps_columns])
         for i, name in enumerate(result.names):
-            writer.writerow([name, result.sources[i], result.true[i], result.true_stderr[i], *(v[i] for v in result.estimates.values())])
+            writer.writerow([name, result.sources[i], result.true[i], result.true_stderr[i], *(v[i] for v in result.estimates.values()),
+                             *(v[i] for v in result.rollout_steps.values())])
     meta = {
         "config": {**asdict(config), "model_dirs": {k: str(v) for k, v in config.model_dirs.items()}},
         "device": str(device),
@@ -198,6 +204,11 @@ def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.de
             + " | ".join(f"{v[i]:.1f}" for v in result.estimates.values())
             + " |"
         )
+    if result.rollout_steps:
+        lines += ["", f"Mean model rollout length per policy (steps before the task's termination rule ended it; at most {config.horizon}):",
+                  "", "| policy | " + " | ".join(result.rollout_steps) + " |", "|---|" + "---|" * len(result.rollout_steps)]
+        for i, name in enumerate(result.names):
+            lines.append(f"| {name} | " + " | ".join(f"{v[i]:.0f}" for v in result.rollout_steps.values()) + " |")
     lines += ["", "![true vs estimated](scatter.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
 
