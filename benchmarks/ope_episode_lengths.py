@@ -1,0 +1,44 @@
+"""Real episode lengths of an OPE suite's policies (deterministic actions, env seeds 0..N-1, as the
+true values use), to set beside the model rollout lengths that ``empo-ope`` reports: a model that
+ends a good policy's episodes early undervalues it.
+
+    python benchmarks/ope_episode_lengths.py --task walker2d-medium [--policies suite] [--episodes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from empo.data.envs import make_env
+from empo.data.tasks import get_task
+from empo.evaluation.ope import load_policies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="walker2d-medium")
+    parser.add_argument("--policies", nargs="+", default=["suite"])
+    parser.add_argument("--episodes", type=int, default=10)
+    args = parser.parse_args()
+    task = get_task(args.task)
+    print("| policy | real episode length (mean) | shortest |\n|---|---|---|")
+    for policy in load_policies(args.policies, task):
+        lengths = []
+        for seed in range(args.episodes):
+            env = make_env(task.gym_id)
+            obs, _ = env.reset(seed=seed)
+            steps, done = 0, False
+            while not done:
+                action = policy.act(torch.as_tensor(obs[None], dtype=torch.float32))[0].numpy()
+                obs, _, terminated, truncated, _ = env.step(action)
+                steps, done = steps + 1, terminated or truncated
+            env.close()
+            lengths.append(steps)
+        print(f"| {policy.name} | {np.mean(lengths):.0f} | {min(lengths)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
