@@ -99,12 +99,12 @@ def test_model_estimator_with_the_simulator_as_the_model_gives_the_true_values()
         for s in range(4):
             env = gym.make(HOPPER.gym_id)
             obs, _ = env.reset(seed=s)
-            for t in range(30):
+            steps, terminated = 0, False
+            while steps < 30 and not terminated:
                 obs, _, terminated, _, _ = env.step(policy.act(torch.as_tensor(obs[None], dtype=torch.float32))[0].numpy())
-                if terminated:
-                    break
+                steps += 1
             env.close()
-            per_start.append(t + 1)
+            per_start.append(steps)
         lengths.append(np.mean(per_start))
     assert estimator.rollout_steps == pytest.approx(lengths, abs=0.5)
 

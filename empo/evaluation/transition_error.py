@@ -47,6 +47,14 @@ def _predict_batches(model: DynamicsModel, obs: np.ndarray, act: np.ndarray, bat
     return np.concatenate(outs_obs), np.concatenate(outs_rew)
 
 
+def _rows(n: int, index: np.ndarray | None, max_samples: int | None, seed: int) -> np.ndarray:
+    """The rows to score: ``index`` (else all ``n``), a seeded sorted subset of ``max_samples`` if more."""
+    rows = np.arange(n) if index is None else np.asarray(index)
+    if max_samples is not None and rows.size > max_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_samples, replace=False))
+    return rows
+
+
 def one_step_error(
     model: DynamicsModel,
     transitions: Transitions,
@@ -60,9 +68,7 @@ def one_step_error(
     ``max_samples`` draws a seeded random subset (ETM prediction is costly on a CPU).
     """
     data = transitions.qlearning()
-    rows = np.arange(len(data)) if index is None else np.asarray(index)
-    if max_samples is not None and rows.size > max_samples:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_samples, replace=False))
+    rows = _rows(len(data), index, max_samples, seed)
     next_obs, reward = _predict_batches(model, data.observations[rows], data.actions[rows], batch_size)
     return {
         "next_obs_mse": float(np.mean((next_obs - data.next_observations[rows]) ** 2)),
@@ -141,9 +147,7 @@ def penalty_and_error(
     from empo.evaluation.ope import spearman
 
     data = transitions.qlearning()
-    rows = np.arange(len(data)) if index is None else np.asarray(index)
-    if max_samples is not None and rows.size > max_samples:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_samples, replace=False))
+    rows = _rows(len(data), index, max_samples, seed)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     penalties, errors = [], []
     for start in range(0, rows.size, batch_size):
