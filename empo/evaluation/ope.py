@@ -311,8 +311,8 @@ class ModelEstimator:
         self.starts = torch.as_tensor(initial_states(dataset, starts, seed), device=self.device)
         self.termination = get_termination_fn(task.env.termination)
         q = dataset.qlearning()
-        self.obs_low, self.obs_high = (torch.as_tensor(a, device=self.device) for a in _widened(q.next_observations))
-        self.rew_low, self.rew_high = (torch.as_tensor(a, device=self.device) for a in _widened(q.rewards))
+        self.obs_low, self.obs_high = (torch.as_tensor(a, device=self.device) for a in widened_range(q.next_observations))
+        self.rew_low, self.rew_high = (torch.as_tensor(a, device=self.device) for a in widened_range(q.rewards))
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.progress = progress
         # per policy, the mean number of model steps before the task's rule ended a rollout (or the
@@ -354,7 +354,7 @@ class ModelEstimator:
         return values.view(n_policies, n_starts).mean(dim=1).cpu().numpy()
 
 
-def _widened(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def widened_range(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low, high = values.min(axis=0), values.max(axis=0)
     return (low - 0.1 * np.abs(low)).astype(np.float32), (high + 0.1 * np.abs(high)).astype(np.float32)
 
