@@ -355,6 +355,8 @@ class ModelEstimator:
 
 
 def widened_range(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (low, high) of ``values``, each bound moved out by 10% of its magnitude: where the
+    model estimator clips next states and rewards."""
     low, high = values.min(axis=0), values.max(axis=0)
     return (low - 0.1 * np.abs(low)).astype(np.float32), (high + 0.1 * np.abs(high)).astype(np.float32)
 
