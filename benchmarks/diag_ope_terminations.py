@@ -17,9 +17,7 @@ from empo.data import load_transitions
 from empo.data.tasks import get_task
 from empo.evaluation.ope import initial_states, load_policies, widened_range
 from empo.models import load_dynamics
-
-# (height index, healthy height range, angle index, healthy angle range) of the envs with a health rule
-HEALTH = {"walker2d": (0, (0.8, 2.0), 1, (-1.0, 1.0)), "hopper": (0, (0.7, float("inf")), 1, (-0.2, 0.2))}
+from empo.models.termination import HEALTHY_RANGES, get_termination_fn
 
 
 def main() -> None:
@@ -32,18 +30,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     task = get_task(args.task)
-    h_index, (h_low, h_high), a_index, (a_low, a_high) = HEALTH[task.env.name]
+    if task.env.name not in HEALTHY_RANGES:
+        raise SystemExit(f"{task.env.name} has no health rule: its rollouts never end early")
+    (h_low, h_high), (a_low, a_high) = HEALTHY_RANGES[task.env.name]
+    terminated = get_termination_fn(task.env.termination)
     model = load_dynamics(args.model_dir, task)
     data = load_transitions(args.task)
     low, high = (torch.as_tensor(v) for v in widened_range(data.qlearning().next_observations))
     starts = torch.as_tensor(initial_states(data, args.starts))
-    print("| policy | steps (mean) | ended by low height | high height | angle | still alive | height at start -> at the end (mean) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| policy | steps (mean) | ended by low height | high height | angle | other (hopper: joint angles, NaN) | still alive | "
+          "height at start -> at the end (mean) |")
+    print("|---|---|---|---|---|---|---|---|")
     for policy in load_policies(args.policies, task):
         obs = starts.clone()
         alive = torch.ones(len(obs), dtype=torch.bool)
         steps = torch.zeros(len(obs))
-        causes = {"low": 0, "high": 0, "angle": 0}
+        causes = {"low": 0, "high": 0, "angle": 0, "other": 0}
         last = obs.clone()
         with torch.no_grad():
             for _ in range(args.horizon):
@@ -53,14 +55,16 @@ def main() -> None:
                 next_obs, _ = model.predict(obs[rows], policy.act(obs[rows]).float())
                 next_obs = torch.maximum(torch.minimum(next_obs, high), low)
                 steps[rows] += 1
-                height, angle = next_obs[:, h_index], next_obs[:, a_index]
-                for name, bad in (("low", height <= h_low), ("high", height >= h_high), ("angle", (angle <= a_low) | (angle >= a_high))):
+                ended = terminated(next_obs).bool()  # the task's own rule; the causes below only name the part that failed
+                height, angle = next_obs[ended, 0], next_obs[ended, 1]
+                failed = {"low": height <= h_low, "high": height >= h_high, "angle": (angle <= a_low) | (angle >= a_high)}
+                for name, bad in failed.items():
                     causes[name] += int(bad.sum())
-                ended = (height <= h_low) | (height >= h_high) | (angle <= a_low) | (angle >= a_high)
+                causes["other"] += int((~(failed["low"] | failed["high"] | failed["angle"])).sum())
                 obs[rows], last[rows] = next_obs, next_obs
                 alive[rows[ended]] = False
-        print(f"| {policy.name} | {steps.mean():.0f} | {causes['low']} | {causes['high']} | {causes['angle']} | {int(alive.sum())} | "
-              f"{starts[:, h_index].mean():.2f} -> {last[:, h_index].mean():.2f} |", flush=True)
+        print(f"| {policy.name} | {steps.mean():.0f} | {causes['low']} | {causes['high']} | {causes['angle']} | {causes['other']} | "
+              f"{int(alive.sum())} | {starts[:, 0].mean():.2f} -> {last[:, 0].mean():.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ in numpy, hence "all finite".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -24,25 +25,34 @@ from empo.errors import EmpoError
 
 TerminationFn = Callable[[Tensor], Tensor]
 
+# The envs' healthy ranges of obs[0] (height) and obs[1] (torso angle), strict at both ends; the
+# rules below check them, and a diagnosis of why a rollout ended can name which one failed.
+HEALTHY_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "hopper": ((0.7, math.inf), (-0.2, 0.2)),
+    "walker2d": ((0.8, 2.0), (-1.0, 1.0)),
+}
+
+
+def height_and_angle_healthy(next_obs: Tensor, env: str) -> Tensor:
+    """obs[0] and obs[1] inside ``env``'s healthy ranges (NaN is not)."""
+    (h_low, h_high), (a_low, a_high) = HEALTHY_RANGES[env]
+    height, angle = next_obs[:, 0], next_obs[:, 1]
+    return (height > h_low) & (height < h_high) & (angle > a_low) & (angle < a_high)
+
 
 def hopper_termination(next_obs: Tensor) -> Tensor:
     """Hopper-v5: done unless all finite, |obs[1:]| < 100, height > 0.7 and |angle| < 0.2."""
-    height, angle = next_obs[:, 0], next_obs[:, 1]
     healthy = (
         torch.isfinite(next_obs).all(dim=-1)
         & (next_obs[:, 1:].abs() < 100.0).all(dim=-1)
-        & (height > 0.7)
-        & (angle > -0.2)
-        & (angle < 0.2)
+        & height_and_angle_healthy(next_obs, "hopper")
     )
     return ~healthy
 
 
 def walker2d_termination(next_obs: Tensor) -> Tensor:
     """Walker2d-v5: done unless 0.8 < height < 2.0 and -1 < angle < 1 (NaN counts as done)."""
-    height, angle = next_obs[:, 0], next_obs[:, 1]
-    healthy = (height > 0.8) & (height < 2.0) & (angle > -1.0) & (angle < 1.0)
-    return ~healthy
+    return ~height_and_angle_healthy(next_obs, "walker2d")
 
 
 def never_terminates(next_obs: Tensor) -> Tensor:
