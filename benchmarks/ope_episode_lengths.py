@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 from empo.data.envs import make_env
 from empo.data.tasks import get_task
-from empo.evaluation.ope import load_policies
+from empo.evaluation.ope import load_policies, real_episodes
 
 
 def main() -> None:
@@ -24,20 +23,15 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     args = parser.parse_args()
     task = get_task(args.task)
+    envs = [make_env(task.gym_id) for _ in range(args.episodes)]
     print("| policy | real episode length (mean) | shortest |\n|---|---|---|")
-    for policy in load_policies(args.policies, task):
-        lengths = []
-        for seed in range(args.episodes):
-            env = make_env(task.gym_id)
-            obs, _ = env.reset(seed=seed)
-            steps, done = 0, False
-            while not done:
-                action = policy.act(torch.as_tensor(obs[None], dtype=torch.float32))[0].numpy()
-                obs, _, terminated, truncated, _ = env.step(action)
-                steps, done = steps + 1, terminated or truncated
+    try:
+        for policy in load_policies(args.policies, task):
+            _, lengths = real_episodes(policy, envs)  # the episodes the true values take (env seeds 0..N-1)
+            print(f"| {policy.name} | {np.mean(lengths):.0f} | {lengths.min()} |", flush=True)
+    finally:
+        for env in envs:
             env.close()
-            lengths.append(steps)
-        print(f"| {policy.name} | {np.mean(lengths):.0f} | {min(lengths)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from empo.evaluation.ope import (
     ope_metrics,
     pearson,
     rank,
+    real_episodes,
     regret_at,
     spearman,
     true_values,
@@ -107,6 +108,13 @@ def test_model_estimator_with_the_simulator_as_the_model_gives_the_true_values()
             per_start.append(steps)
         lengths.append(np.mean(per_start))
     assert estimator.rollout_steps == pytest.approx(lengths, abs=0.5)
+    # real_episodes, the loop of the true values, gives the same lengths and the true values' returns
+    envs = [gym.make(HOPPER.gym_id) for _ in range(4)]
+    for policy, length, value in zip(policies, lengths, true, strict=True):
+        returns, steps = real_episodes(policy, envs, gamma=0.99, max_steps=30)
+        assert steps.mean() == pytest.approx(length) and returns.mean() == pytest.approx(value)
+    for env in envs:
+        env.close()
 
 
 def test_policy_formats_load_and_a_wrong_size_is_one_error(tmp_path):

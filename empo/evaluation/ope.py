@@ -227,26 +227,34 @@ def true_values(
     means, errors = [], []
     try:
         for policy in tqdm(policies, desc="true values", unit="policy", disable=not progress):
-            obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-            alive = np.ones(episodes, dtype=bool)
-            returns = np.zeros(episodes)
-            for t in range(max_steps):
-                index = np.flatnonzero(alive)
-                if index.size == 0:
-                    break
-                actions = policy.act(torch.as_tensor(obs[index])).numpy()
-                for row, i in enumerate(index):
-                    next_obs, reward, terminated, truncated, _ = envs[i].step(actions[row])
-                    returns[i] += gamma**t * float(reward)
-                    obs[i] = next_obs
-                    if terminated or truncated:
-                        alive[i] = False
+            returns, _ = real_episodes(policy, envs, gamma, seed, max_steps)
             means.append(returns.mean())
             errors.append(returns.std(ddof=1) / math.sqrt(episodes) if episodes > 1 else float("nan"))
     finally:
         for env in envs:
             env.close()
     return np.asarray(means), np.asarray(errors)
+
+
+def real_episodes(policy: OPEPolicy, envs: Sequence[Any], gamma: float = GAMMA, seed: int = 0, max_steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """One episode of ``policy`` in each env (env i reset with seed ``seed + i``), stepped side by
+    side: each episode's discounted return and its length in steps."""
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    alive = np.ones(len(envs), dtype=bool)
+    returns, lengths = np.zeros(len(envs)), np.zeros(len(envs), dtype=np.int64)
+    for t in range(max_steps):
+        index = np.flatnonzero(alive)
+        if index.size == 0:
+            break
+        actions = policy.act(torch.as_tensor(obs[index])).numpy()
+        for row, i in enumerate(index):
+            next_obs, reward, terminated, truncated, _ = envs[i].step(actions[row])
+            returns[i] += gamma**t * float(reward)
+            lengths[i] += 1
+            obs[i] = next_obs
+            if terminated or truncated:
+                alive[i] = False
+    return returns, lengths
 
 
 def true_values_cached(
