@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -98,11 +100,55 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
     return runs
 
 
+# In a pool worker: whether the sweep is stopping, and whether a run is in progress (_on_stop).
+_stop_requested = False
+_run_active = False
+
+
+def _worker_signals() -> None:
+    """Pool worker initializer: the sweep's main process decides when its workers stop.
+
+    A Ctrl-C in a terminal reaches every process of the group, while ``kill -INT`` or a scheduler's
+    SIGTERM reaches the main process alone; so workers ignore SIGINT, and the main process sends each
+    of them one SIGTERM whichever way it was stopped (``_run_local``).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_stop)
+
+
+def _on_stop(signum: int, frame: Any) -> None:
+    """A worker's SIGTERM: interrupt the run in progress (it keeps its last checkpoint) and start no other."""
+    global _stop_requested
+    _stop_requested = True
+    if _run_active:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Any:
+    """SIGTERM stops the sweep as Ctrl-C does (a session that ends, ``kill``, a job scheduler)."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str, Any]:
     """One run in its folder (new, resumed or already finished); never raises: errors are recorded.
 
     Runs in a worker process: its output goes to the run folder's ``log.txt``.
     """
+    global _run_active
+    if _stop_requested:  # a run handed to this worker before the sweep stopped: leave it for the next sweep
+        return {"status": "pending", "error": None, "seconds": 0.0}
     os.environ["EMPO_THREADS"] = str(threads)
     import torch
 
@@ -113,6 +159,7 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
     run_dir = Path(sweep_dir) / run.run_id
     started = time.perf_counter()
     log_file = None
+    _run_active = True
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = (run_dir / "log.txt").open("a")
@@ -128,6 +175,7 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return {"status": kind, "error": f"{type(exc).__name__}: {message}", "seconds": time.perf_counter() - started}
     finally:
+        _run_active = False
         if log_file is not None:
             log_file.close()
 
@@ -188,10 +236,11 @@ def run_sweep(
         bar.update(1)
 
     try:
-        if spec.engine == "ray":
-            _run_on_ray(spec, runs, str(sweep_dir), index, record)
-        else:
-            _run_local(spec, runs, str(sweep_dir), index, record)
+        with _sigterm_interrupts():
+            if spec.engine == "ray":
+                _run_on_ray(spec, runs, str(sweep_dir), index, record)
+            else:
+                _run_local(spec, runs, str(sweep_dir), index, record)
     finally:
         bar.close()
     return json.loads(index.path.read_text())
@@ -210,17 +259,46 @@ def _run_local(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: Swee
                 raise KeyboardInterrupt
         return
     context = multiprocessing.get_context("spawn")  # fresh interpreters: torch threads and CUDA start clean
-    with ProcessPoolExecutor(max_workers=spec.workers, mp_context=context) as pool:
+    others = {child.pid for child in multiprocessing.active_children()}
+    with ProcessPoolExecutor(max_workers=spec.workers, mp_context=context, initializer=_worker_signals) as pool:
         futures = {}
         for run in runs:
             futures[pool.submit(run_one, run, sweep_dir, spec.threads_per_run, spec.device)] = run
             index.update(run.run_id, status="queued")
+        recorded = set()
         try:
             for future in as_completed(futures):
                 record(futures[future], future.result())
+                recorded.add(future)
         except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_pool(pool, futures, recorded, others, index, record)
             raise
+
+
+def _stop_pool(pool: Any, futures: dict[Any, RunSpec], recorded: set[Any], others: set[int], index: SweepIndex, record: Callable) -> None:
+    """Ctrl-C or SIGTERM in the main process: start no more runs, interrupt the running ones (each
+    keeps its last checkpoint, losing at most its current epoch) and record them."""
+    import multiprocessing
+
+    for future, run in futures.items():
+        if future not in recorded and future.cancel():
+            index.update(run.run_id, status="pending")
+    for child in multiprocessing.active_children():
+        if child.pid not in others:  # this pool's workers
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+    for future, run in futures.items():
+        if future in recorded or future.cancelled():
+            continue
+        try:
+            result = future.result()
+        except Exception as exc:  # e.g. a worker that died: the run resumes next time
+            result = {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
+        if result["status"] == "pending":  # handed to a worker, never started
+            index.update(run.run_id, status="pending")
+        else:
+            record(run, result)
+    pool.shutdown(wait=True)
 
 
 def _run_on_ray(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: SweepIndex, record: Callable) -> None:
@@ -238,10 +316,16 @@ def _run_on_ray(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: Swe
         for run in runs:
             pending[remote.remote(run, sweep_dir, spec.threads_per_run, spec.device)] = run
             index.update(run.run_id, status="queued")
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                record(pending.pop(ref), ray.get(ref))
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    record(pending.pop(ref), ray.get(ref))
+        except KeyboardInterrupt:
+            for ref, run in pending.items():  # a running task gets a KeyboardInterrupt and keeps its checkpoint
+                ray.cancel(ref)
+                index.update(run.run_id, status="pending")
+            raise
     finally:
         if started_here:
             ray.shutdown()

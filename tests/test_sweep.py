@@ -203,3 +203,37 @@ def test_ctrl_c_stops_a_sequential_sweep_and_records_the_run(tmp_path, monkeypat
     assert calls == ["hopper-random-mopo-smoke-s0"]  # the second run never started
     runs = json.loads((tmp_path / "s" / "sweep.json").read_text())["runs"]
     assert [r["status"] for r in runs] == ["interrupted", "pending"]
+
+
+def test_a_signal_to_the_main_process_alone_stops_a_pool_sweep(tmp_path, tiny_dataset):
+    """``kill -INT`` (or a scheduler's SIGTERM) reaches the sweep's main process only, not its workers
+    as a terminal's Ctrl-C does: the workers must still stop, keep their checkpoints and start nothing
+    queued behind them."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "empo.cli.sweep", "--tasks", "hopper-random", "--algos", "mopo", "--presets", "smoke",
+               "--set", "training.epochs=100000", "--seeds", "0", "1", "2", "--workers", "2", "--no-progress", "--out", str(out)]
+    # its own session, so that a failing test can end the workers it leaves behind
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        running = [out / f"hopper-random-mopo-smoke-s{seed}" / "checkpoint.pt" for seed in (0, 1)]
+        deadline = time.time() + 240
+        while not all(path.is_file() for path in running) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert all(path.is_file() for path in running), "the runs never checkpointed"
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, output
+    runs = {r["run_id"]: r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]}
+    assert runs == {"hopper-random-mopo-smoke-s0": "interrupted", "hopper-random-mopo-smoke-s1": "interrupted",
+                    "hopper-random-mopo-smoke-s2": "pending"}, output
+    assert not (out / "hopper-random-mopo-smoke-s2").exists()  # queued behind them, never started
+    for seed in (0, 1):
+        assert "KeyboardInterrupt" in (out / f"hopper-random-mopo-smoke-s{seed}" / "log.txt").read_text()

@@ -18,8 +18,8 @@ grid as a YAML spec (keys: tasks, algos, seeds, presets, overrides, engine, work
 threads_per_run, gpus_per_run, ray_address, device) or with the flags below.
 
 Running the same sweep again skips finished runs and resumes interrupted ones from their last
-checkpoint; a failing run is recorded with its error and the others go on; Ctrl-C stops and loses
-at most the current epoch of each run. Runs that need the same transition model fit it once (a
+checkpoint; a failing run is recorded with its error and the others go on; Ctrl-C (or SIGINT or
+SIGTERM to this process alone) stops and loses at most the current epoch of each run. Runs that need the same transition model fit it once (a
 lock in the model cache), and a dataset missing on disk is built once. Each run's output goes to
 its folder's log.txt. Report with empo-report.
 """
