@@ -92,8 +92,13 @@ def score(
     return out
 
 
+def recipe_dir(name: str, args: argparse.Namespace) -> Path:
+    """A recipe's fit: ``WORK/TASK/NAME`` for seed 0 (the folders recorded before --seed), ``NAME-sN`` otherwise."""
+    return args.work / args.task / (name if args.seed == 0 else f"{name}-s{args.seed}")
+
+
 def recorded_curve(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    path = args.work / args.task / name / "curve.json"
+    path = recipe_dir(name, args) / "curve.json"
     if not path.is_file():
         raise SystemExit(f"--no-fit: {path} does not exist (run the recipe {name!r} first)")
     return json.loads(path.read_text())
@@ -114,7 +119,7 @@ def check_recorded_config(name: str, out_dir: Path) -> None:
 
 
 def run_recipe(name: str, args: argparse.Namespace, task: Any, data: Any, ood: dict[str, Any]) -> dict[str, Any]:
-    out_dir = args.work / args.task / name
+    out_dir = recipe_dir(name, args)
     curve_path = out_dir / "curve.json"
     check_recorded_config(name, out_dir)
     state = json.loads(curve_path.read_text()) if curve_path.is_file() else {"points": [], "cpu_s": 0.0, "done": False}
@@ -158,24 +163,40 @@ def run_recipe(name: str, args: argparse.Namespace, task: Any, data: Any, ood: d
 
     out_dir.mkdir(parents=True, exist_ok=True)
     resume = (out_dir / "checkpoint.pt").is_file()
-    train_dynamics(data, task, recipe_config(name), out_dir, progress=False, resume=resume, on_epoch=on_epoch)
+    train_dynamics(data, task, recipe_config(name), out_dir, seed=args.seed, progress=False, resume=resume, on_epoch=on_epoch)
     return state
 
 
+def eval_key(steps: int, step_size: float | None) -> str:
+    """Where a rescoring is kept in curve.json: "10" (the recipe's own step sizes) or "10@0.01"."""
+    return str(steps) if step_size is None else f"{steps}@{step_size:g}"
+
+
+def parse_eval_key(key: str) -> tuple[int, float]:
+    steps, _, size = key.partition("@")
+    return int(steps), float(size) if size else float("inf")  # the recipe's own step size sorts last
+
+
 def score_eval_steps(name: str, args: argparse.Namespace, data: Any, ood: dict[str, Any], state: dict[str, Any]) -> None:
-    """The finished fit scored with its evaluation sampler cut to each of ``--eval-steps`` steps."""
-    out_dir = args.work / args.task / name
+    """The finished fit scored with its evaluation sampler cut to each of ``--eval-steps`` steps, and
+    with each ``--eval-step-sizes`` first step size (the schedule's start; its end is unchanged)."""
+    out_dir = recipe_dir(name, args)
     model = load_dynamics(out_dir)
     sampler = model.config.etm.eval_langevin
     by_steps = state.setdefault("by_eval_steps", {})
     wanted = {"holdout"} | {f"{ood_name} {h}" for ood_name in ood for h in (1, args.horizon)}
     for steps in args.eval_steps:
-        if wanted <= set(by_steps.get(str(steps), {})) or (steps == 0 and sampler.init in ("zeros", "uniform")):
-            continue  # done before on every dataset asked for; or no steps from a fixed start, which predicts nothing
-        model.config.etm.eval_langevin = dataclasses.replace(sampler, steps=steps)
-        by_steps[str(steps)] = score(model, data, ood, args.horizon, args.samples, args.starts)
-        print(f"{name}, {steps} evaluation steps: " + ", ".join(f"{k} {v:.4g}" for k, v in by_steps[str(steps)].items()), flush=True)
-        atomic_write_text(out_dir / "curve.json", json.dumps(state, indent=1))
+        for step_size in [None] if steps == 0 or not args.eval_step_sizes else args.eval_step_sizes:
+            key = eval_key(steps, step_size)
+            if wanted <= set(by_steps.get(key, {})) or (steps == 0 and sampler.init in ("zeros", "uniform")):
+                continue  # done before on every dataset asked for; or no steps from a fixed start, which predicts nothing
+            changes: dict[str, Any] = {"steps": steps}
+            if step_size is not None:
+                changes["step_size_start"] = step_size
+            model.config.etm.eval_langevin = dataclasses.replace(sampler, **changes)
+            by_steps[key] = score(model, data, ood, args.horizon, args.samples, args.starts)
+            print(f"{name}, {key} evaluation steps: " + ", ".join(f"{k} {v:.4g}" for k, v in by_steps[key].items()), flush=True)
+            atomic_write_text(out_dir / "curve.json", json.dumps(state, indent=1))
 
 
 def one_update(trainer: Any, timer: Any) -> None:
@@ -222,7 +243,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=1000, help="rows for one-step errors")
     parser.add_argument("--starts", type=int, default=300, help="starts for open-loop errors")
     parser.add_argument("--eval-steps", type=int, nargs="*", default=[], help="also score each finished fit with its evaluation sampler cut to these step counts")
+    parser.add_argument("--eval-step-sizes", type=float, nargs="*", default=[],
+                        help="with --eval-steps: also rescore with these first step sizes of the evaluation sampler's schedule")
     parser.add_argument("--time-updates", type=int, default=0, help="only time N updates per recipe at 1 and 2 threads")
+    parser.add_argument("--seed", type=int, default=0, help="the fits' seed (folders NAME-sN beside seed 0's NAME)")
     parser.add_argument("--work", type=Path, default=Path.home() / ".empo" / "bench-etm-recipes")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--no-fit", action="store_true", help="fit nothing: report the points recorded so far (an unfinished recipe as far as it got)")
@@ -268,8 +292,9 @@ def write_report(args: argparse.Namespace, curves: dict[str, dict[str, Any]], ft
         "",
         f"- command: `python benchmarks/bench_etm_recipes.py --task {args.task} --recipes {' '.join(args.recipes)} "
         f"--budget-min {args.budget_min:g} --marks {' '.join(f'{m:g}' for m in args.marks)}"
-        + (f" --ood {' '.join(args.ood)}" if args.ood else "") + (f" --ftm {args.ftm}" if args.ftm else "") + "`",
-        f"- device: {device_name('cpu')}, one torch thread per fit; date {date.today().isoformat()}; commit {git_commit()}",
+        + (f" --ood {' '.join(args.ood)}" if args.ood else "") + (f" --ftm {args.ftm}" if args.ftm else "")
+        + (f" --seed {args.seed}" if args.seed else "") + "`",
+        f"- device: {device_name('cpu')}, one torch thread per fit; date {date.today().isoformat()}; commit {git_commit()}; fit seed {args.seed}",
         f"- next-state MSE in raw units: holdout one-step ({args.samples} rows of the fit's holdout); other datasets: "
         f"one-step ({args.samples} rows) and {args.horizon}-step open loop ({args.starts} starts, the dataset's actions)",
         "- CPU min: the fit's process CPU time (this scoring excluded; the fit's own per-epoch holdout check, holdout_eval_size rows, included), so that recipes compare fairly on a shared machine",
@@ -286,14 +311,16 @@ def write_report(args: argparse.Namespace, curves: dict[str, dict[str, Any]], ft
     if scored:
         lines += [
             "",
-            "Finished fits scored with their evaluation sampler cut to a number of steps (from the same start):",
+            "Finished fits scored with their evaluation sampler cut to a number of steps (from the same start), "
+            "at the recipe's own first step size or another one (`--eval-step-sizes`):",
             "",
-            "| recipe | evaluation steps | " + " | ".join(columns) + " |",
-            "|---|---|" + "---|" * len(columns),
+            "| recipe | evaluation steps | first step size | " + " | ".join(columns) + " |",
+            "|---|---|---|" + "---|" * len(columns),
         ]
         for name, by_steps in scored.items():
-            for steps, errors in sorted(by_steps.items(), key=lambda item: int(item[0])):
-                lines.append(f"| {name} | {steps} | " + " | ".join(cell(errors, c) for c in columns) + " |")
+            for key, errors in sorted(by_steps.items(), key=lambda item: parse_eval_key(item[0])):
+                steps, _, size = key.partition("@")
+                lines.append(f"| {name} | {steps} | {size or 'own'} | " + " | ".join(cell(errors, c) for c in columns) + " |")
     lines += ["", "Recipes:", ""] + [
         f"- `{name}`: {RECIPES[name][0]}" + ("" if state["done"] else f" (stopped before its budget, at {state['cpu_s'] / 60:.1f} CPU min)")
         for name, state in curves.items()

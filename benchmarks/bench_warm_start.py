@@ -30,22 +30,30 @@ from empo.models.config import parse_overrides
 from empo.utils import device_name, git_commit
 
 
-def warm_model(model_dir: Path, task_name: str, steps: int, out: Path) -> Path:
+def warm_model(model_dir: Path, task_name: str, steps: int, out: Path, step_size: float | None = None) -> Path:
     """A copy of the ETM in ``model_dir`` whose rollout sampler starts from its mean head (``steps`` 0:
-    ``model_dir`` itself, the preset's own zero-start sampler, for the side-by-side baseline)."""
+    ``model_dir`` itself, the preset's own zero-start sampler, for the side-by-side baseline), with
+    ``step_size`` as the first step size of its schedule when given."""
     if steps == 0:
         return model_dir
     if (out / "model.json").is_file():
         derived_from = load_dynamics(out).meta.get("derived_from")
         if derived_from is None or Path(derived_from).resolve() != model_dir.resolve():
             raise SystemExit(f"{out} was derived from {derived_from}, not {model_dir}: give another --work")
+        saved = load_dynamics(out).config.etm.rollout_langevin
+        if step_size is not None and saved.step_size_start != step_size:
+            raise SystemExit(f"{out}'s rollout sampler starts at step size {saved.step_size_start:g}, not {step_size:g}: give another --work")
         return out
     model = load_dynamics(model_dir, get_task(task_name))
     if getattr(model, "mean_head", None) is None:
         raise SystemExit(f"{model_dir}: this ETM has no mean head (fit it with --set etm.mean_head=true)")
     etm = model.config.etm
-    etm.rollout_langevin = dataclasses.replace(etm.rollout_langevin, init="mean_head", steps=steps)
-    model.meta = {**model.meta, "derived_from": str(model_dir), "rollout_sampler": f"mean_head + {steps} steps"}
+    changes: dict = {"init": "mean_head", "steps": steps}
+    if step_size is not None:
+        changes["step_size_start"] = step_size
+    etm.rollout_langevin = dataclasses.replace(etm.rollout_langevin, **changes)
+    sampler = f"mean_head + {steps} steps" + (f", first step size {step_size:g}" if step_size is not None else "")
+    model.meta = {**model.meta, "derived_from": str(model_dir), "rollout_sampler": sampler}
     model.save(out)
     return out
 
@@ -55,6 +63,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="an ETM fit with etm.mean_head: true")
     parser.add_argument("--task", default="hopper-medium")
     parser.add_argument("--steps", type=int, default=5, help="Langevin steps after the warm start; 0: the model's own sampler")
+    parser.add_argument("--step-size", type=float, help="first step size of the rollout sampler's schedule (default: the model's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-warm-start"))
     parser.add_argument("--reference", default="", help="a markdown line: the recorded scores to compare with")
@@ -70,11 +79,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     overrides = parse_overrides(args.set)
-    model_dir = warm_model(args.model_dir, args.task, args.steps, args.work / f"etm-warm{args.steps}")
+    suffix = f"-ss{args.step_size:g}" if args.step_size is not None else ""
+    model_dir = warm_model(args.model_dir, args.task, args.steps, args.work / f"etm-warm{args.steps}{suffix}", args.step_size)
     rows = []
     for seed in args.seeds:
         config = resolve_config(args.task, "empo", "quick", seed, overrides)
-        run_dir = args.work / f"{args.task}-empo-quick-warm{args.steps}{args.tag}-s{seed}"
+        run_dir = args.work / f"{args.task}-empo-quick-warm{args.steps}{suffix}{args.tag}-s{seed}"
         if (run_dir / "config.yaml").is_file() and config_from_dict(load_yaml(run_dir / "config.yaml")) != config:
             # a finished or resumable run there was made with other --set values: it would be reported as this one
             raise SystemExit(f"{run_dir} holds a run with another config (other --set values); give them their own --tag")
@@ -101,10 +111,11 @@ def main() -> None:
         f"# EMPO, quick preset, {args.task}: the mean-head warm-start rollout sampler ({args.steps} steps)",
         "",
         f"- Command: `python benchmarks/bench_warm_start.py --model-dir {args.model_dir} --task {args.task} --steps {args.steps} "
-        f"--seeds {' '.join(map(str, args.seeds))}" + "".join(f" --set {a}" for a in args.set) + (f" --tag={args.tag}" if args.tag else "") + "`",
+        f"--seeds {' '.join(map(str, args.seeds))}" + (f" --step-size {args.step_size:g}" if args.step_size is not None else "") + "".join(f" --set {a}" for a in args.set) + (f" --tag={args.tag}" if args.tag else "") + "`",
         f"- Device: {device_name('cpu')}; date {time.strftime('%Y-%m-%d')}; commit {git_commit()}",
         f"- Model: {args.model_dir} (an ETM fit with a mean head), its rollout sampler replaced by: start at the mean "
-        f"head's prediction, {args.steps} Langevin steps (noise and gradient clamp as the quick preset's)."
+        f"head's prediction, {args.steps} Langevin steps (noise and gradient clamp as the quick preset's"
+        + (f"; first step size {args.step_size:g}" if args.step_size is not None else "") + ")."
         if args.steps else f"- Model: {args.model_dir}, its own rollout sampler (the baseline).",
         "",
         "| seed | status | epochs | last epoch | last-10 | best | final 50-episode eval | rollout penalty (mean) | Q at the last epoch | rollout s/epoch |",

@@ -29,7 +29,7 @@ def recipes(monkeypatch):
 
 def run(recipes, tmp_path, budget_s, marks_s):
     args = argparse.Namespace(task="hopper-medium", work=tmp_path, budget_min=budget_s / 60, marks=[m / 60 for m in marks_s],
-                              horizon=2, samples=50, starts=5)
+                              horizon=2, samples=50, starts=5, seed=0)
     return recipes.run_recipe("tiny", args, get_task("hopper-medium"), synthetic_transitions(), {})
 
 
@@ -47,3 +47,16 @@ def test_a_recorded_fit_continues_to_new_marks_and_an_edited_recipe_is_refused(r
     monkeypatch.setitem(recipes.RECIPES, "tiny", ("a tiny test recipe", {**TINY, "num_negatives": 3}))
     with pytest.raises(SystemExit, match="num_negatives"):
         run(recipes, tmp_path, 9.0, [9.0])
+
+
+def test_a_finished_fit_is_rescored_at_other_step_sizes(recipes, tmp_path):
+    state = run(recipes, tmp_path, 0.05, [0.05])
+    args = argparse.Namespace(task="hopper-medium", work=tmp_path, horizon=2, samples=50, starts=5, seed=0,
+                              eval_steps=[0, 2], eval_step_sizes=[0.01, 0.1])
+    recipes.score_eval_steps("tiny", args, synthetic_transitions(), {}, state)
+    scored = state["by_eval_steps"]
+    # no step from a fixed start predicts nothing; each step size is its own sampler, so its own error
+    assert set(scored) == {"2@0.01", "2@0.1"} and scored["2@0.01"]["holdout"] != scored["2@0.1"]["holdout"]
+    assert sorted(["2", "2@0.1", "2@0.01", "0"], key=recipes.parse_eval_key) == ["0", "2@0.01", "2@0.1", "2"]
+    # kept in curve.json, so a rerun does not score them again
+    assert json.loads((tmp_path / "hopper-medium" / "tiny" / "curve.json").read_text())["by_eval_steps"] == scored
