@@ -31,7 +31,7 @@ from empo.errors import EmpoError
 from empo.evaluation.transition_error import multi_step_error, one_step_error
 from empo.models import load_dynamics
 from empo.models.langevin import step_sizes
-from empo.utils import device_name, git_commit
+from empo.utils import device_name, git_commit, named_path
 
 # inference settings: (label, gradient clamp, step sizes reach their end)
 INFERENCE = (
@@ -69,7 +69,7 @@ def fit_minutes(model_dir: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="hopper-medium")
-    parser.add_argument("--model", action="append", required=True, metavar="LABEL=DIR", help="an ETM folder (repeatable)")
+    parser.add_argument("--model", action="append", required=True, type=named_path("LABEL=DIR"), metavar="LABEL=DIR", help="an ETM folder (repeatable)")
     parser.add_argument("--ftm", type=Path, help="an FTM folder to put beside them (its own predict)")
     parser.add_argument("--samples", type=int, default=2000, help="one-step rows per dataset")
     parser.add_argument("--starts", type=int, default=300, help="open-loop start states per dataset")
@@ -90,10 +90,7 @@ def main() -> int:
         except EmpoError:
             pass
     vel = list(range(5, 11)) if env == "hopper" else list(range(8, 17))  # the joint and body velocities
-    models = []
-    for item in args.model:
-        label, _, path = item.partition("=")
-        models.append((label, Path(path)))
+    models = list(args.model)
 
     def measure(model) -> dict[str, float]:
         hold = model.holdout_index.cpu().numpy()

@@ -22,20 +22,13 @@ import torch
 from empo.data import load_transitions
 from empo.evaluation.transition_error import penalty_and_error
 from empo.models import load_dynamics
-from empo.utils import atomic_write_text, device_name, git_commit
-
-
-def named_dir(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=MODEL_DIR, got {text!r}")
-    return name, Path(path).expanduser()
+from empo.utils import atomic_write_text, device_name, git_commit, named_path
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="hopper-medium")
-    parser.add_argument("--models", type=named_dir, nargs="+", required=True, metavar="NAME=DIR")
+    parser.add_argument("--models", type=named_path("NAME=MODEL_DIR"), nargs="+", required=True, metavar="NAME=DIR")
     parser.add_argument("--ood", nargs="*", default=[], help="other datasets of the env")
     parser.add_argument("--samples", type=int, default=2000, help="rows per dataset")
     parser.add_argument("--threads", type=int, default=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -129,3 +130,16 @@ def exclusive_lock(guarded: Path, on_wait: Callable[[], object] = lambda: None) 
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def named_path(expected: str = "NAME=PATH") -> Callable[[str], tuple[str, Path]]:
+    """An argparse ``type=`` for ``NAME=PATH`` values -> (name, path with ``~`` expanded); a value
+    without both parts is refused with "expected ``expected``"."""
+
+    def parse(text: str) -> tuple[str, Path]:
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return name, Path(path).expanduser()
+
+    return parse

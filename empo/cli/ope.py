@@ -19,6 +19,7 @@ from empo.cli.common import (
 )
 from empo.config import MODEL_PRESETS
 from empo.errors import EmpoError
+from empo.utils import named_path
 
 DESCRIPTION = """\
 Estimate the value of each policy from the task's dataset alone, and compare with its true value
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", choices=MODEL_PRESETS, default="quick", help="model preset to fit (default quick; quick-warm: docs/models.md)"
     )
     parser.add_argument(
-        "--model-dir", action="append", default=[], metavar="KIND=DIR", help="use this trained model, e.g. etm=runs/models/x (repeatable)"
+        "--model-dir", action="append", default=[], type=named_path("etm=DIR or ftm=DIR"), metavar="KIND=DIR", help="use this trained model, e.g. etm=runs/models/x (repeatable)"
     )
     parser.add_argument("--sample", action="store_true", help="also estimate with sampled model transitions (model.step)")
     parser.add_argument("--episodes", type=int_range(1, 1000), default=10, help="real episodes per policy for the true value (default 10)")
@@ -79,11 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     from empo.evaluation.ope_run import OPEConfig, run_ope
 
     model_dirs: dict[str, Path] = {}
-    for item in args.model_dir:
-        kind, sep, folder = item.partition("=")
-        if not sep or kind not in ("etm", "ftm"):
-            raise EmpoError(f"--model-dir {item!r}: expected etm=DIR or ftm=DIR")
-        model_dirs[kind] = Path(folder)
+    for kind, folder in args.model_dir:
+        if kind not in ("etm", "ftm"):
+            raise EmpoError(f"--model-dir {kind}={folder}: expected etm=DIR or ftm=DIR")
+        model_dirs[kind] = folder
     config = OPEConfig(
         task=args.task, policies=[str(p) for p in args.policies], estimators=list(args.estimators), preset=args.preset,
         model_dirs=model_dirs, sample=args.sample, episodes=args.episodes, starts=args.starts, horizon=args.horizon,
