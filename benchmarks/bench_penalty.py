@@ -67,14 +67,15 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict[str, 
         "penalty: the model's own (ETM: norm of the members' std of next states; FTM: max over elites of the norm of the std); "
         "MSE: the sampled next state against the real one, mean over dimensions; Spearman: penalty against that error, over rows",
         "",
-        "| model | dataset | mean penalty | sample MSE | Spearman (penalty, error) | penalty / holdout penalty | MSE / holdout MSE |",
+        "| model | dataset | mean penalty | sample MSE | Spearman (penalty, error) | penalty / holdout penalty | RMSE / holdout RMSE |",
         "|---|---|---|---|---|---|---|",
     ]
     base = {name: result for name, label, result in rows if label.endswith("(holdout)")}
     for name, label, result in rows:
         ref = base.get(name)
         ratio_p = result["penalty_mean"] / ref["penalty_mean"] if ref else np.nan
-        ratio_e = result["sample_mse"] / ref["sample_mse"] if ref else np.nan
+        # the penalty is a norm of standard deviations, a root-mean-square scale: compare it with the RMSE
+        ratio_e = np.sqrt(result["sample_mse"] / ref["sample_mse"]) if ref else np.nan
         lines.append(f"| {name} | {label} | {result['penalty_mean']:.4g} | {result['sample_mse']:.4g} | {result['spearman']:+.3f} | "
                      f"{ratio_p:.2f} | {ratio_e:.2f} |")
     atomic_write_text(args.out, "\n".join(lines) + "\n")
