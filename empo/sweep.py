@@ -171,9 +171,11 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
     except BaseException as exc:  # a failing run is recorded; the sweep goes on (KeyboardInterrupt included)
         if log_file is not None:
             log_file.write(traceback.format_exc())
-        kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        seconds = time.perf_counter() - started
+        if isinstance(exc, KeyboardInterrupt):
+            return {"status": "interrupted", "error": "stopped by Ctrl-C or a signal; resumes from its last checkpoint", "seconds": seconds}
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return {"status": kind, "error": f"{type(exc).__name__}: {message}", "seconds": time.perf_counter() - started}
+        return {"status": "failed", "error": f"{type(exc).__name__}: {message}", "seconds": seconds}
     finally:
         _run_active = False
         if log_file is not None:

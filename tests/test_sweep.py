@@ -231,7 +231,9 @@ def test_a_signal_to_the_main_process_alone_stops_a_pool_sweep(tmp_path, tiny_da
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, output
-    runs = {r["run_id"]: r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]}
+    index = json.loads((out / "sweep.json").read_text())["runs"]
+    assert "resumes from its last checkpoint" in index[0]["error"]
+    runs = {r["run_id"]: r["status"] for r in index}
     assert runs == {"hopper-random-mopo-smoke-s0": "interrupted", "hopper-random-mopo-smoke-s1": "interrupted",
                     "hopper-random-mopo-smoke-s2": "pending"}, output
     assert not (out / "hopper-random-mopo-smoke-s2").exists()  # queued behind them, never started
