@@ -239,3 +239,25 @@ def test_a_signal_to_the_main_process_alone_stops_a_pool_sweep(tmp_path, tiny_da
     assert not (out / "hopper-random-mopo-smoke-s2").exists()  # queued behind them, never started
     for seed in (0, 1):
         assert "KeyboardInterrupt" in (out / f"hopper-random-mopo-smoke-s{seed}" / "log.txt").read_text()
+
+
+def test_a_run_still_going_is_not_pooled_with_finished_ones(tmp_path):
+    """A sweep reported part way: a run at epoch 3 of 120 has a 'final' score that is only its latest
+    epoch's; it must not enter the finished runs' statistics or the cross-task IQM."""
+    from empo.evaluation.report import aggregate, write_report
+
+    for name, status, final, epochs in [("done0", "finished", 10.0, 120), ("done1", "finished", 20.0, 120), ("going", "running", 90.0, 3)]:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({
+            "task": "hopper-medium", "algo": "empo", "preset": "quick", "seed": len(list(tmp_path.iterdir())), "status": status,
+            "final_normalized_score": final, "last10_mean_normalized_score": final, "best_normalized_score": final,
+            "epochs": epochs, "wall_time_s": 3600.0 if status == "finished" else 60.0}))
+        (run / "progress.csv").write_text(f"epoch,updates,normalized_score\n1,1000,{final}\n")
+    records = collect_runs([tmp_path])
+    row = summarize(records)[0]
+    assert (row["seeds"], row["finished"], row["unfinished_epochs"]) == (3, 2, [3])
+    assert row["final_normalized_score"]["mean"] == 15.0 and row["best_normalized_score"]["mean"] == 15.0
+    assert row["wall_time_h"] == 1.0
+    assert aggregate(records)["empo (quick)"]["runs"] == 2
+    assert "| 3 (2 finished; 1 at epoch 3) |" in write_report(records, tmp_path / "report").read_text()

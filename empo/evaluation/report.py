@@ -168,12 +168,16 @@ def summarize(records: list[RunRecord]) -> list[dict[str, Any]]:
         groups[(record.task, record.algo, record.preset)].append(record)
     rows = []
     for (task, algo, preset), group in sorted(groups.items()):
+        # a run still going (or stopped part way) has scores of a shorter run: they are not pooled with
+        # the finished runs' but said with the epoch it reached (its curve is in the plots)
+        done = [r for r in group if r.status == "finished"]
         row: dict[str, Any] = {"task": task, "algo": algo, "preset": preset, "seeds": len(group),
-                               "finished": sum(r.status == "finished" for r in group),
+                               "finished": len(done),
+                               "unfinished_epochs": sorted(int(r.summary.get("epochs") or 0) for r in group if r.status != "finished"),
                                "datasets": sorted({r.dataset for r in group}),
-                               "wall_time_h": float(np.mean([r.summary.get("wall_time_s", 0.0) for r in group])) / 3600}
+                               "wall_time_h": float(np.mean([r.summary.get("wall_time_s", 0.0) for r in done] or [math.nan])) / 3600}
         for key in SCORES:
-            values = np.asarray([r.summary.get(key) for r in group if r.summary.get(key) is not None], dtype=np.float64)
+            values = np.asarray([r.summary.get(key) for r in done if r.summary.get(key) is not None], dtype=np.float64)
             row[key] = {
                 "mean": float(values.mean()) if len(values) else math.nan,
                 "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
@@ -186,10 +190,12 @@ def summarize(records: list[RunRecord]) -> list[dict[str, Any]]:
 
 def aggregate(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
     """Per algorithm and preset, across tasks: IQM and optimality gap of final scores / 100 (the final
-    evaluation's where the run has one, else the last epoch's)."""
+    evaluation's where the run has one, else the last epoch's), over finished runs only."""
     out: dict[str, dict[str, Any]] = {}
     by_algo: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
+        if r.status != "finished":
+            continue
         final = r.summary.get("final_eval_normalized_score")
         final = r.summary.get("final_normalized_score") if final is None else final
         if final is not None:
@@ -239,6 +245,19 @@ def learning_curves(records: list[RunRecord], out_dir: Path) -> list[Path]:
     return paths
 
 
+def seeds_note(row: dict[str, Any]) -> str:
+    """"2 finished" or "1 finished; 1 at epoch 39" for the seeds column."""
+    note = f"{row['finished']} finished"
+    epochs = row["unfinished_epochs"]
+    if epochs:
+        note += f"; {len(epochs)} at epoch {', '.join(map(str, epochs))}"
+    return note
+
+
+def hours(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
 def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
     """report.md, summary.csv, runs.csv and curves-<task>.png into ``out_dir``; returns the report's path."""
     out_dir = Path(out_dir)
@@ -273,7 +292,8 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
         "- scores are D4RL-normalised returns of the deterministic policy; **final** = the finished policy over its",
         "  final evaluation (50 episodes by default), **last epoch** = the last epoch's evaluation (5-10 episodes),",
         "  **last-10** = the mean of the last 10 epochs' evaluations, **best** = the best epoch (optimistic);",
-        "  mean +- std over seeds, [bootstrap 95% interval of the mean]",
+        "  mean +- std over seeds, [bootstrap 95% interval of the mean]; scores and wall time of finished runs only",
+        "  (a run still going is counted under seeds with the epoch it reached; its curve is in the plots)",
         "- datasets: " + "; ".join(sorted({r.dataset for r in records})) + " (a local build uses gymnasium v5 envs: "
         "not the D4RL v2 benchmark that published scores use)",
         "",
@@ -282,17 +302,17 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
     ]
     for row in rows:
         lines.append(
-            f"| {row['task']} | {row['algo']} | {row['preset']} | {row['seeds']} ({row['finished']} finished) | "
+            f"| {row['task']} | {row['algo']} | {row['preset']} | {row['seeds']} ({seeds_note(row)}) | "
             f"{cell(row['final_eval_normalized_score'])} | {cell(row['final_normalized_score'])} | "
             f"{cell(row['last10_mean_normalized_score'])} | "
-            f"{cell(row['best_normalized_score'])} | {row['wall_time_h']:.2f} |"
+            f"{cell(row['best_normalized_score'])} | {hours(row['wall_time_h'])} |"
         )
     peers = [task for task in sorted({r.task for r in records}) if task in PUBLISHED]
     if peers:
         lines += ["", "Published figures, D4RL v2 at 3M updates (OfflineRL-Kit's README; another benchmark and budget: "
                   "for orientation, not a like-for-like comparison):", "", "| task | MOPO | COMBO | MOBILE |", "|---|---|---|---|"]
         lines += [f"| {task} | " + " | ".join(PUBLISHED[task][m] for m in ("MOPO", "COMBO", "MOBILE")) + " |" for task in peers]
-    lines += ["", "Across tasks (final scores / 100; stratified bootstrap 95% intervals):", "",
+    lines += ["", "Across tasks (final scores / 100 of finished runs; stratified bootstrap 95% intervals):", "",
               "| algorithm | tasks | runs | IQM | optimality gap |", "|---|---|---|---|---|"]
     for name, a in across.items():
         lines.append(
