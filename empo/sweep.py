@@ -147,20 +147,22 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
     Runs in a worker process: its output goes to the run folder's ``log.txt``.
     """
     global _run_active
-    if _stop_requested:  # a run handed to this worker before the sweep stopped: leave it for the next sweep
-        return {"status": "pending", "error": None, "seconds": 0.0}
-    os.environ["EMPO_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-    from empo.loop.config import resolve_config
-    from empo.pipeline import run_or_resume
-
-    run_dir = Path(sweep_dir) / run.run_id
     started = time.perf_counter()
     log_file = None
-    _run_active = True
     try:
+        # active first, then the check: a SIGTERM before this line is seen by the check, one after it
+        # interrupts the run (_on_stop), so no run starts unnoticed once the sweep is stopping
+        _run_active = True
+        if _stop_requested:  # a run handed to this worker before the sweep stopped: left for the next sweep
+            return {"status": "pending", "error": None, "seconds": 0.0}
+        os.environ["EMPO_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+        from empo.loop.config import resolve_config
+        from empo.pipeline import run_or_resume
+
+        run_dir = Path(sweep_dir) / run.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = (run_dir / "log.txt").open("a")
         with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
