@@ -37,10 +37,11 @@ def warm_model(model_dir: Path, task_name: str, steps: int, out: Path, step_size
     if steps == 0:
         return model_dir
     if (out / "model.json").is_file():
-        derived_from = load_dynamics(out).meta.get("derived_from")
+        derived = load_dynamics(out)
+        derived_from = derived.meta.get("derived_from")
         if derived_from is None or Path(derived_from).resolve() != model_dir.resolve():
             raise SystemExit(f"{out} was derived from {derived_from}, not {model_dir}: give another --work")
-        saved = load_dynamics(out).config.etm.rollout_langevin
+        saved = derived.config.etm.rollout_langevin
         if step_size is not None and saved.step_size_start != step_size:
             raise SystemExit(f"{out}'s rollout sampler starts at step size {saved.step_size_start:g}, not {step_size:g}: give another --work")
         return out

@@ -46,7 +46,6 @@ def main() -> None:
         alive = torch.ones(len(obs), dtype=torch.bool)
         steps = torch.zeros(len(obs))
         causes = {"low": 0, "high": 0, "angle": 0, "other": 0}
-        last = obs.clone()
         with torch.no_grad():
             for _ in range(args.horizon):
                 if not alive.any():
@@ -61,10 +60,10 @@ def main() -> None:
                 for name, bad in failed.items():
                     causes[name] += int(bad.sum())
                 causes["other"] += int((~(failed["low"] | failed["high"] | failed["angle"])).sum())
-                obs[rows], last[rows] = next_obs, next_obs
+                obs[rows] = next_obs  # an ended rollout keeps its last state
                 alive[rows[ended]] = False
         print(f"| {policy.name} | {steps.mean():.0f} | {causes['low']} | {causes['high']} | {causes['angle']} | {causes['other']} | "
-              f"{int(alive.sum())} | {starts[:, 0].mean():.2f} -> {last[:, 0].mean():.2f} |", flush=True)
+              f"{int(alive.sum())} | {starts[:, 0].mean():.2f} -> {obs[:, 0].mean():.2f} |", flush=True)
 
 
 if __name__ == "__main__":
