@@ -216,6 +216,8 @@ def run_sweep(
     """Run (or continue) the sweep in ``sweep_dir``; returns the index data."""
     from tqdm.auto import tqdm
 
+    from empo.evaluation.report import describe_scores
+
     sweep_dir = Path(sweep_dir)
     runs = expand(spec)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -223,19 +225,19 @@ def run_sweep(
 
     save_yaml(spec, sweep_dir / SPEC_YAML)
     index = SweepIndex(sweep_dir, spec, runs)
-    log(f"sweep {sweep_dir}: {len(runs)} runs, engine {spec.engine}, {spec.workers} workers x {spec.threads_per_run} threads")
+    log(f"sweep {sweep_dir}: {len(runs)} runs, engine {spec.engine}, {spec.workers} worker(s) x {spec.threads_per_run} thread(s)")
     bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=not progress)
 
     def record(run: RunSpec, result: dict[str, Any]) -> None:
         summary = result.get("summary") or {}
         index.update(
             run.run_id, status=result["status"], error=result.get("error"), seconds=round(result["seconds"], 1),
+            final_eval_normalized_score=summary.get("final_eval_normalized_score"),
             final_normalized_score=summary.get("final_normalized_score"),
             last10_mean_normalized_score=summary.get("last10_mean_normalized_score"),
             best_normalized_score=summary.get("best_normalized_score"), epochs=summary.get("epochs"),
         )
-        score = summary.get("final_normalized_score")
-        note = f" final score {score:.1f}" if isinstance(score, (int, float)) else ""
+        note = f" ({describe_scores(summary)})" if summary else ""
         (bar.write if progress else log)(f"{run.run_id}: {result['status']}{note}" + (f" ({result['error']})" if result.get("error") else ""))
         bar.update(1)
 

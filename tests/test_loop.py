@@ -40,9 +40,12 @@ def test_pipeline_smoke(tmp_path, synthetic_dataset, algo, capsys):
     argv = ["--task", "hopper-medium", "--algo", algo, "--preset", "smoke", "--run-dir", str(run_dir), "--no-progress"]
     assert train_cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "normalised score final" in out
     for name in ("config.yaml", "run.json", "progress.csv", "summary.json", "checkpoint.pt"):
         assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # "final" is the finished policy's own evaluation, not the last epoch's few episodes
+    episodes = summary["final_eval"]["episodes"]
+    assert f"normalised score final {summary['final_eval_normalized_score']:.1f} ({episodes} episodes), last epoch" in out
     assert any((run_dir / "tb").iterdir())
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -66,9 +66,18 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, tiny_dataset, capsys):
     assert all(r["epochs"] == 2 and r["final_normalized_score"] is not None for r in index["runs"])
     resumed = json.loads((out / "hopper-random-mopo-smoke-s1" / "summary.json").read_text())
     assert resumed["epochs"] == 2 and "resuming" in (out / "hopper-random-mopo-smoke-s1" / "log.txt").read_text()
-    # again: nothing is run twice; the folder alone is enough to continue
+    # the index's "final" is the finished policy's own evaluation, as in the report
+    assert index["runs"][1]["final_eval_normalized_score"] == resumed["final_eval_normalized_score"] is not None
+    capsys.readouterr()
+    # again, from the folder alone and without checkpoints (as committed: benchmarks/sweeps/.gitignore):
+    # nothing is run twice
+    for run in index["runs"]:
+        (out / run["run_id"] / "checkpoint.pt").unlink()
     assert sweep_main(["--out", str(out), "--no-progress"]) == 0
     assert [r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == ["skipped (finished before)"] * 2
+    said = capsys.readouterr().out
+    episodes = resumed["final_eval"]["episodes"]
+    assert f"s1: skipped (finished before) (final {resumed['final_eval_normalized_score']:.1f} ({episodes} episodes), last epoch" in said
     # and the report reads the sweep
     assert report_main([str(out)]) == 0
     assert (out / "report" / "curves-hopper-random.png").is_file() and "| hopper-random | mopo | smoke | 2" in capsys.readouterr().out
@@ -261,3 +270,14 @@ def test_a_run_still_going_is_not_pooled_with_finished_ones(tmp_path):
     assert row["wall_time_h"] == 1.0
     assert aggregate(records)["empo (quick)"]["runs"] == 2
     assert "| 3 (2 finished; 1 at epoch 3) |" in write_report(records, tmp_path / "report").read_text()
+
+
+def test_scores_are_described_by_what_they_are():
+    from empo.evaluation.report import describe_scores
+
+    summary = {"final_eval_normalized_score": 51.32, "final_eval": {"episodes": 50}, "final_normalized_score": 51.47,
+               "last10_mean_normalized_score": 55.68, "best_normalized_score": 95.9}
+    assert describe_scores(summary) == "final 51.3 (50 episodes), last epoch 51.5, last-10 55.7, best 95.9"
+    # a run that stopped before its final evaluation, or never evaluated, says so instead of a number
+    stopped = {**summary, "final_eval_normalized_score": None, "final_eval": None, "best_normalized_score": float("nan")}
+    assert describe_scores(stopped) == "final n/a, last epoch 51.5, last-10 55.7, best n/a"

@@ -161,15 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             threads=start_threads(args.threads), command=command, started=started, **common,
         )
         task_name = config.task
-    final, best = summary["final_normalized_score"], summary["best_normalized_score"]
-
-    def fmt(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.1f}"
+    from empo.evaluation.report import describe_scores
 
     state = "finished" if summary["status"] == "finished" else f"stopped after epoch {summary['epochs']} (continue with --resume {run_dir})"
     print(
-        f"{summary['algo']} {task_name} seed {summary['seed']}: {state}; normalised score final {fmt(final)}, "
-        f"best {fmt(best)}; {summary['updates']} updates in {summary['wall_time_s']:.0f} s; {run_dir}"
+        f"{summary['algo']} {task_name} seed {summary['seed']}: {state}; normalised score {describe_scores(summary)}; "
+        f"{summary['updates']} updates in {summary['wall_time_s']:.0f} s; {run_dir}"
     )
     return 0
 

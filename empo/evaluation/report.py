@@ -44,6 +44,21 @@ PUBLISHED: dict[str, dict[str, str]] = {
 SCORES = ("final_eval_normalized_score", "final_normalized_score", "last10_mean_normalized_score", "best_normalized_score")
 
 
+def describe_scores(summary: dict[str, Any]) -> str:
+    """A run's normalised scores in one phrase, named as reports name them: "final" is the finished
+    policy over its final evaluation (``training.final_eval_episodes``), never an epoch's few episodes."""
+
+    def fmt(value: Any) -> str:
+        return f"{value:.1f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+    episodes = (summary.get("final_eval") or {}).get("episodes")
+    final = f"final {fmt(summary.get('final_eval_normalized_score'))}" + (f" ({episodes} episodes)" if episodes else "")
+    return (
+        f"{final}, last epoch {fmt(summary.get('final_normalized_score'))}, "
+        f"last-10 {fmt(summary.get('last10_mean_normalized_score'))}, best {fmt(summary.get('best_normalized_score'))}"
+    )
+
+
 @dataclass
 class RunRecord:
     run_dir: Path
