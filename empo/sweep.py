@@ -164,7 +164,7 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
 
         run_dir = Path(sweep_dir) / run.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        log_file = (run_dir / "log.txt").open("a")
+        log_file = (run_dir / "log.txt").open("a", buffering=1)  # line by line, so that tail -f follows the run
         with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
             config = resolve_config(run.task, run.algo, run.preset, run.seed, run.overrides or None)
             summary, how = run_or_resume(config, run_dir, device=device, progress=False, command=f"empo-sweep {run.run_id}")
