@@ -43,6 +43,9 @@ def test_pipeline_smoke(tmp_path, synthetic_dataset, algo, capsys):
     for name in ("config.yaml", "run.json", "progress.csv", "summary.json", "checkpoint.pt"):
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
+    # the data's own score, beside which reports set the agent's
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["dataset_normalized_score"] == pytest.approx(synthetic_dataset.summary(get_task("hopper-medium"))["normalized_score"])
     # "final" is the finished policy's own evaluation, not the last epoch's few episodes
     episodes = summary["final_eval"]["episodes"]
     assert f"normalised score final {summary['final_eval_normalized_score']:.1f} ({episodes} episodes), last epoch" in out

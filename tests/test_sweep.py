@@ -281,3 +281,27 @@ def test_scores_are_described_by_what_they_are():
     # a run that stopped before its final evaluation, or never evaluated, says so instead of a number
     stopped = {**summary, "final_eval_normalized_score": None, "final_eval": None, "best_normalized_score": float("nan")}
     assert describe_scores(stopped) == "final n/a, last epoch 51.5, last-10 55.7, best n/a"
+
+
+def test_the_report_sets_each_task_beside_its_data(tmp_path):
+    """The data's own score (run.json) is the report's "data" column and a line in the curves; runs
+    that recorded none do not hide it, and runs on two different datasets get no single number."""
+    from empo.evaluation.report import dataset_score, write_report
+
+    for name, task, data in [("a", "hopper-medium", 48.9), ("b", "hopper-medium", None), ("c", "walker2d-medium", 59.8), ("d", "walker2d-medium", 72.0)]:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({
+            "task": task, "algo": "empo", "preset": "quick", "seed": ord(name), "status": "finished",
+            "final_eval_normalized_score": 30.0, "final_normalized_score": 30.0, "last10_mean_normalized_score": 30.0,
+            "best_normalized_score": 30.0, "wall_time_s": 60.0}))
+        (run / "progress.csv").write_text("epoch,updates,normalized_score\n1,1000,30.0\n")
+        (run / "run.json").write_text(json.dumps({"dataset_source": f"source-{name}", "dataset_normalized_score": data}))
+    records = collect_runs([tmp_path])
+    assert dataset_score([r for r in records if r.task == "hopper-medium"]) == 48.9
+    assert dataset_score([r for r in records if r.task == "walker2d-medium"]) is None
+    text = write_report(records, tmp_path / "report").read_text()
+    assert "| hopper-medium | empo | quick | 2 (2 finished) | 48.9 | 30.0" in text
+    assert "| walker2d-medium | empo | quick | 2 (2 finished) | n/a | 30.0" in text
+    summary_csv = (tmp_path / "report" / "summary.csv").read_text().splitlines()
+    assert summary_csv[0].split(",")[4] == "dataset_normalized_score" and summary_csv[1].split(",")[4] == "48.9"

@@ -1,6 +1,7 @@
 """Reports over runs: per task and algorithm, across tasks, and learning curves (``empo-report``).
 
-Per (task, algorithm, preset): the final policy's score over its final evaluation (50 episodes by
+Per (task, algorithm, preset): the dataset's own score (its episodes' mean, from run.json: what
+the agent should beat), the final policy's score over its final evaluation (50 episodes by
 default, ``training.final_eval_episodes``), the last epoch's score, the mean of the last 10 epochs'
 evaluations and the best epoch (normalised scores), each as mean +- std over seeds
 with a bootstrap 95% interval of the mean, the number of seeds and the wall time. Across tasks,
@@ -71,6 +72,7 @@ class RunRecord:
     updates: np.ndarray
     scores: np.ndarray
     dataset: str
+    dataset_score: float | None = None  # the dataset's own normalised score (run.json; runs before 2026-11-27 lack it)
 
 
 def _read_run(run_dir: Path) -> RunRecord:
@@ -99,7 +101,19 @@ def _read_run(run_dir: Path) -> RunRecord:
     return RunRecord(
         run_dir, summary["task"], algo, summary["preset"], int(summary["seed"]), summary["status"], summary,
         np.asarray(updates), np.asarray(scores), str(info.get("dataset_source", "unknown")),
+        _finite_or_none(info.get("dataset_normalized_score")),
     )
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def dataset_score(records: list[RunRecord]) -> float | None:
+    """The data's own score of these runs, from those that recorded it; None when none did or when they
+    ran on different data (a local build and a D4RL file, say), which no one number describes."""
+    known = {round(r.dataset_score, 6) for r in records if r.dataset_score is not None}
+    return known.pop() if len(known) == 1 else None
 
 
 def runs_without_results(sweep_dir: Path) -> list[tuple[str, str, str]]:
@@ -190,6 +204,7 @@ def summarize(records: list[RunRecord]) -> list[dict[str, Any]]:
                                "finished": len(done),
                                "unfinished_epochs": sorted(int(r.summary.get("epochs") or 0) for r in group if r.status != "finished"),
                                "datasets": sorted({r.dataset for r in group}),
+                               "dataset_score": dataset_score(group),
                                "wall_time_h": float(np.mean([r.summary.get("wall_time_s", 0.0) for r in done] or [math.nan])) / 3600}
         for key in SCORES:
             values = np.asarray([r.summary.get(key) for r in done if r.summary.get(key) is not None], dtype=np.float64)
@@ -248,6 +263,9 @@ def learning_curves(records: list[RunRecord], out_dir: Path) -> list[Path]:
                 boot = np.stack([np.nanmean(scores[rng.integers(0, len(runs), len(runs))], axis=0) for _ in range(500)])
                 ax.fill_between(runs[0].updates[:length], np.percentile(boot, 2.5, 0), np.percentile(boot, 97.5, 0),
                                 color=line.get_color(), alpha=0.2)
+        data = dataset_score([r for r in records if r.task == task])
+        if data is not None:
+            ax.axhline(data, color="grey", linestyle="--", linewidth=1, label=f"data ({data:.1f})")
         ax.set_xlabel("SAC updates")
         ax.set_ylabel("normalised score")
         ax.set_title(task)
@@ -280,15 +298,17 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
     rows, across = summarize(records), aggregate(records)
     with (out_dir / "runs.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run_dir", "task", "algo", "preset", "seed", "status", *SCORES, "wall_time_s", "dataset"])
+        writer.writerow(["run_dir", "task", "algo", "preset", "seed", "status", *SCORES, "wall_time_s", "dataset",
+                         "dataset_normalized_score"])
         for r in records:
             writer.writerow([r.run_dir, r.task, r.algo, r.preset, r.seed, r.status, *(r.summary.get(k) for k in SCORES),
-                             r.summary.get("wall_time_s"), r.dataset])
+                             r.summary.get("wall_time_s"), r.dataset, r.dataset_score])
     with (out_dir / "summary.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["task", "algo", "preset", "seeds", *[f"{k}_{s}" for k in SCORES for s in ("mean", "std", "ci_low", "ci_high")]])
+        writer.writerow(["task", "algo", "preset", "seeds", "dataset_normalized_score",
+                         *[f"{k}_{s}" for k in SCORES for s in ("mean", "std", "ci_low", "ci_high")]])
         for row in rows:
-            writer.writerow([row["task"], row["algo"], row["preset"], row["seeds"],
+            writer.writerow([row["task"], row["algo"], row["preset"], row["seeds"], row["dataset_score"],
                              *[v for k in SCORES for v in (row[k]["mean"], row[k]["std"], *row[k]["ci95"])]])
     curves = learning_curves(records, out_dir)
 
@@ -311,13 +331,16 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
         "  (a run still going is counted under seeds with the epoch it reached; its curve is in the plots)",
         "- datasets: " + "; ".join(sorted({r.dataset for r in records})) + " (a local build uses gymnasium v5 envs: "
         "not the D4RL v2 benchmark that published scores use)",
+        "- **data** = the dataset's own score (the mean normalised return of its episodes): the behaviour an offline",
+        "  agent should beat",
         "",
-        "| task | algorithm | preset | seeds | final | last epoch | last-10 | best | wall time h |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | algorithm | preset | seeds | data | final | last epoch | last-10 | best | wall time h |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        data = "n/a" if row["dataset_score"] is None else f"{row['dataset_score']:.1f}"
         lines.append(
-            f"| {row['task']} | {row['algo']} | {row['preset']} | {row['seeds']} ({seeds_note(row)}) | "
+            f"| {row['task']} | {row['algo']} | {row['preset']} | {row['seeds']} ({seeds_note(row)}) | {data} | "
             f"{cell(row['final_eval_normalized_score'])} | {cell(row['final_normalized_score'])} | "
             f"{cell(row['last10_mean_normalized_score'])} | "
             f"{cell(row['best_normalized_score'])} | {hours(row['wall_time_h'])} |"
