@@ -265,6 +265,25 @@ def test_etm_mean_head_is_trained_saved_and_starts_the_sampler(tmp_path, per_mem
     assert torch.allclose(loaded.sample_members(obs, act, loaded.config.etm.rollout_langevin), samples, atol=1e-6)
 
 
+def test_the_mean_head_size_is_a_setting_and_its_default_is_the_old_network():
+    from empo.models.etm import ETMDynamics
+
+    config = load_model_config("etm", "smoke", {"etm": {"mean_head": True}})
+    default = ETMDynamics(3, 2, "never", config).mean_head
+    # the layout of models saved before the setting existed: Linear, ReLU, Linear, ReLU, Linear
+    assert list(default.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    assert default[0].out_features == config.etm.hidden_size
+    bigger = load_model_config("etm", "smoke", {"etm": {"mean_head": True, "mean_head_ensemble": True,
+                                                        "mean_head_layers": 4, "mean_head_hidden_size": 24}})
+    head = ETMDynamics(3, 2, "never", bigger).mean_head
+    weights = [p for name, p in head.named_parameters() if name.endswith("weight")]
+    members = bigger.etm.ensemble_size
+    assert [tuple(w.shape) for w in weights] == [(members, 5, 24), (members, 24, 24), (members, 24, 24), (members, 24, 24), (members, 24, 4)]
+    assert head(torch.zeros(members, 7, 5)).shape == (members, 7, 4)
+    with pytest.raises(EmpoError, match="mean_head_layers must be >= 1"):
+        load_model_config("etm", "smoke", {"etm": {"mean_head": True, "mean_head_layers": 0}})
+
+
 def test_a_mean_head_start_needs_the_mean_head():
     with pytest.raises(EmpoError, match="rollout_langevin.init is mean_head, which needs mean_head: true"):
         load_model_config("etm", "smoke", {"etm": {"rollout_langevin": {"init": "mean_head"}}})

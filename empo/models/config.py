@@ -119,10 +119,18 @@ class ETMConfig:
     # its own guess, so the members' samples disagree where their heads do, as an FTM ensemble's
     # would, and the uncertainty penalty keeps that signal. Not in the paper.
     mean_head_ensemble: bool = False
+    # The mean head's size: hidden layers of mean_head_hidden_size units (0: the energies' hidden_size)
+    mean_head_layers: int = 2
+    mean_head_hidden_size: int = 0
 
     def __post_init__(self) -> None:
         if self.mean_head_ensemble and not self.mean_head:
             raise ValueError("mean_head_ensemble needs mean_head: true")
+        if self.mean_head_layers < 1 or self.mean_head_hidden_size < 0:
+            raise ValueError(
+                f"mean_head_layers must be >= 1 and mean_head_hidden_size >= 0 (0: hidden_size), "
+                f"got {self.mean_head_layers} and {self.mean_head_hidden_size}"
+            )
         for name in ("train_langevin", "rollout_langevin", "eval_langevin"):
             if getattr(self, name).init == "mean_head" and not self.mean_head:
                 raise ValueError(f"{name}.init is mean_head, which needs mean_head: true")

@@ -102,13 +102,17 @@ def infonce_loss(
     return loss, nce.detach().mean(dim=-1), penalty.detach().mean(dim=-1)
 
 
-def mean_head_network(input_dim: int, target_dim: int, hidden: int, members: int = 0) -> torch.nn.Sequential:
-    """Two ReLU layers (s, a) -> (Delta s, r); ``members`` > 0: one such MLP per member, [M, B, in] -> [M, B, out]."""
-    if members:
-        layers = [EnsembleLinear(members, input_dim, hidden), EnsembleLinear(members, hidden, hidden), EnsembleLinear(members, hidden, target_dim)]
-    else:
-        layers = [torch.nn.Linear(input_dim, hidden), torch.nn.Linear(hidden, hidden), torch.nn.Linear(hidden, target_dim)]
-    return torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+def mean_head_network(
+    input_dim: int, target_dim: int, hidden: int, members: int = 0, layers: int = 2
+) -> torch.nn.Sequential:
+    """``layers`` ReLU layers (s, a) -> (Delta s, r); ``members`` > 0: one such MLP per member, [M, B, in] -> [M, B, out]."""
+    sizes = [input_dim] + [hidden] * layers + [target_dim]
+    modules: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        modules.append(EnsembleLinear(members, a, b) if members else torch.nn.Linear(a, b))
+        if i < layers:
+            modules.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*modules)
 
 
 class ETMDynamics(DynamicsModel):
@@ -125,7 +129,11 @@ class ETMDynamics(DynamicsModel):
         )
         # the warm start of "mean_head" samplers (ETMConfig.mean_head): scaled inputs -> scaled targets
         head_members = cfg.ensemble_size if cfg.mean_head_ensemble else 0
-        self.mean_head = mean_head_network(obs_dim + act_dim, self.target_dim, cfg.hidden_size, head_members) if cfg.mean_head else None
+        head_hidden = cfg.mean_head_hidden_size or cfg.hidden_size
+        self.mean_head = (
+            mean_head_network(obs_dim + act_dim, self.target_dim, head_hidden, head_members, cfg.mean_head_layers)
+            if cfg.mean_head else None
+        )
 
     @property
     def members(self) -> int:
