@@ -253,7 +253,7 @@ def test_a_signal_to_the_main_process_alone_stops_a_pool_sweep(tmp_path, tiny_da
 def test_a_run_still_going_is_not_pooled_with_finished_ones(tmp_path):
     """A sweep reported part way: a run at epoch 3 of 120 has a 'final' score that is only its latest
     epoch's; it must not enter the finished runs' statistics or the cross-task IQM."""
-    from empo.evaluation.report import aggregate, write_report
+    from empo.evaluation.report import aggregate, curve_label, write_report
 
     for name, status, final, epochs in [("done0", "finished", 10.0, 120), ("done1", "finished", 20.0, 120), ("going", "running", 90.0, 3)]:
         run = tmp_path / name
@@ -270,6 +270,8 @@ def test_a_run_still_going_is_not_pooled_with_finished_ones(tmp_path):
     assert row["wall_time_h"] == 1.0
     assert aggregate(records)["empo (quick)"]["runs"] == 2
     assert "| 3 (2 finished; 1 at epoch 3) |" in write_report(records, tmp_path / "report").read_text()
+    assert curve_label("empo (quick)", records) == "empo (quick), 3 seeds (1 unfinished)"
+    assert curve_label("empo (quick)", records[:1]) == "empo (quick), 1 seed"
 
 
 def test_scores_are_described_by_what_they_are():

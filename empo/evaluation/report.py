@@ -241,6 +241,12 @@ def aggregate(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def curve_label(name: str, runs: list[RunRecord]) -> str:
+    """"empo (quick), 3 seeds (1 unfinished)": a curve of runs still going is shorter and says so."""
+    unfinished = sum(r.status != "finished" for r in runs)
+    return f"{name}, {len(runs)} seed{'s' if len(runs) > 1 else ''}" + (f" ({unfinished} unfinished)" if unfinished else "")
+
+
 def learning_curves(records: list[RunRecord], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -257,7 +263,7 @@ def learning_curves(records: list[RunRecord], out_dir: Path) -> list[Path]:
             length = min(len(r.scores) for r in runs)
             scores = np.stack([r.scores[:length] for r in runs])
             mean = np.nanmean(scores, axis=0)
-            line = ax.plot(runs[0].updates[:length], mean, label=f"{name}, {len(runs)} seeds")[0]
+            line = ax.plot(runs[0].updates[:length], mean, label=curve_label(name, runs))[0]
             if len(runs) > 1:
                 rng = np.random.default_rng(0)
                 boot = np.stack([np.nanmean(scores[rng.integers(0, len(runs), len(runs))], axis=0) for _ in range(500)])
