@@ -57,6 +57,11 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         {**HEAD_SAMPLERS, "mean_head_ensemble": True, "mean_head_layers": 4, "mean_head_hidden_size": 200,
          "train_langevin": {"init": "mean_head", "init_noise": 0.25, "steps": 10}},
     ),
+    "ens-smallhead-neg10": (
+        "ens-head-neg10 with smaller heads: 2 x 64 per member",
+        {**HEAD_SAMPLERS, "mean_head_ensemble": True, "mean_head_hidden_size": 64,
+         "train_langevin": {"init": "mean_head", "init_noise": 0.25, "steps": 10}},
+    ),
     "head-neg10-wide": (
         "head-neg10 with wider starts for the negatives: the head's prediction + N(0, 1)",
         {**HEAD_SAMPLERS, "train_langevin": {"init": "mean_head", "init_noise": 1.0, "steps": 10}},
