@@ -390,7 +390,7 @@ def _run(
             model_dir=str(Path(model_dir).resolve()) if model_dir else None,
             dataset_source=transitions.source,
             # the data's own score (its episodes' mean return, normalised): what an offline agent should beat
-            dataset_normalized_score=transitions.summary(task)["normalized_score"],
+            dataset_normalized_score=transitions.normalized_score(task),
             device=str(device),
         )
         atomic_write_text(run_dir / RUN_JSON, json.dumps(info, indent=2) + "\n")

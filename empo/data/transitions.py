@@ -130,26 +130,30 @@ class Transitions:
     def summary(self, task: Task | None = None) -> dict[str, Any]:
         """The figures ``empo-data info`` prints."""
         returns = self.episode_returns
-        mean_return = float(returns.mean()) if returns.size else float("nan")
-        out: dict[str, Any] = {
+        return {
             "transitions": len(self.qlearning()) if len(self) else 0,
             "episodes": self.num_episodes,
             "terminals": int(self.terminals.sum()),
             "timeouts": int(self.timeouts.sum()),
-            "mean_return": mean_return,
+            "mean_return": float(returns.mean()) if returns.size else float("nan"),
             "std_return": float(returns.std()) if returns.size else float("nan"),
-            "normalized_score": None,
+            "normalized_score": self.normalized_score(task),
             "source": self.source,
         }
+
+    def normalized_score(self, task: Task | None = None) -> float | None:
+        """The episodes' mean return, normalised by the task's reference scores (else the metadata's);
+        None without reference scores or episodes."""
+        returns = self.episode_returns
         ref_min = self.metadata.get("ref_min_score")
         ref_max = self.metadata.get("ref_max_score")
         if task is not None:
             ref_min, ref_max = task.env.ref_min_score, task.env.ref_max_score
-        if ref_min is not None and ref_max is not None and returns.size:
-            from empo.data.tasks import normalized_score
+        if ref_min is None or ref_max is None or not returns.size:
+            return None
+        from empo.data.tasks import normalized_score
 
-            out["normalized_score"] = normalized_score(mean_return, float(ref_min), float(ref_max))
-        return out
+        return normalized_score(float(returns.mean()), float(ref_min), float(ref_max))
 
 
 def from_episodes(

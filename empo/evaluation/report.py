@@ -50,7 +50,8 @@ def describe_scores(summary: dict[str, Any]) -> str:
     policy over its final evaluation (``training.final_eval_episodes``), never an epoch's few episodes."""
 
     def fmt(value: Any) -> str:
-        return f"{value:.1f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+        value = _finite_or_none(value)
+        return "n/a" if value is None else f"{value:.1f}"
 
     episodes = (summary.get("final_eval") or {}).get("episodes")
     final = f"final {fmt(summary.get('final_eval_normalized_score'))}" + (f" ({episodes} episodes)" if episodes else "")
