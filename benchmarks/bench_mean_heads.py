@@ -82,6 +82,8 @@ RECIPES: dict[str, HeadRecipe] = {
     "etm-heads-5of7": HeadRecipe("etm-heads with 7 members, the 5 of lowest holdout error kept", members=7, elites=5),
     "etm-heads-2k": HeadRecipe("etm-heads stopped at 2,000 updates (a less tight fit)", updates=2000),
     "etm-heads-12k": HeadRecipe("etm-heads trained for 12,000 updates", updates=12000),
+    "etm-heads-24k": HeadRecipe("etm-heads trained for 24,000 updates", updates=24000),
+    "etm-heads-48k": HeadRecipe("etm-heads trained for 48,000 updates", updates=48000),
 }
 
 

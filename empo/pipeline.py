@@ -129,6 +129,7 @@ KEY_COMPATIBLE_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("etm", "mean_head_ensemble"): False,
     ("etm", "mean_head_layers"): 2,
     ("etm", "mean_head_hidden_size"): 0,
+    ("etm", "mean_head_updates"): 1,
     **{("etm", sampler, "init_noise"): 0.0 for sampler in ("train_langevin", "rollout_langevin", "eval_langevin")},
 }
 

@@ -284,6 +284,37 @@ def test_the_mean_head_size_is_a_setting_and_its_default_is_the_old_network():
         load_model_config("etm", "smoke", {"etm": {"mean_head": True, "mean_head_layers": 0}})
 
 
+@pytest.mark.parametrize("per_member", [False, True])
+def test_the_mean_head_takes_its_further_updates_alone(per_member):
+    """etm.mean_head_updates: k head steps per ETM update, the energies one; the default is one."""
+    from empo.models import build_model
+    from empo.models.etm import ETMTrainer
+    from empo.models.fitting import DeviceTimer
+
+    x, y = torch.randn(300, 14), torch.randn(300, 12) * 0.1
+    steps = {}
+    for k in (1, 3):
+        config = load_model_config("etm", "smoke", {"etm": {"mean_head": True, "mean_head_ensemble": per_member, "mean_head_updates": k}})
+        torch.manual_seed(0)
+        model = build_model("etm", 11, 3, "hopper", config)
+        model.fit_scalers(x, y)
+        trainer = ETMTrainer(model, x, y, x[:0], y[:0], torch.Generator().manual_seed(1))
+        energy_before = [p.detach().clone() for p in model.energy.parameters()]
+        index = torch.randint(300, (model.members, 16), generator=torch.Generator().manual_seed(2))
+        trainer.update(index, DeviceTimer(torch.device("cpu")))
+        state = trainer.optimizer.state
+        steps[k] = ({int(state[p]["step"]) for p in model.mean_head.parameters()}, {int(state[p]["step"]) for p in model.energy.parameters()})
+        steps[k] += ([p.detach().clone() for p in model.energy.parameters()],)
+        assert all(not torch.equal(a, b) for a, b in zip(energy_before, steps[k][2], strict=True))
+    assert steps[1][:2] == ({1}, {1}) and steps[3][:2] == ({3}, {1})
+    # the energies' one update is the same whatever the head does after it
+    assert all(torch.equal(a, b) for a, b in zip(steps[1][2], steps[3][2], strict=True))
+    with pytest.raises(EmpoError, match="mean_head_updates above 1 needs mean_head: true"):
+        load_model_config("etm", "smoke", {"etm": {"mean_head_updates": 2}})
+    with pytest.raises(EmpoError, match="mean_head_updates must be >= 1"):
+        load_model_config("etm", "smoke", {"etm": {"mean_head": True, "mean_head_updates": 0}})
+
+
 def test_a_mean_head_start_needs_the_mean_head():
     with pytest.raises(EmpoError, match="rollout_langevin.init is mean_head, which needs mean_head: true"):
         load_model_config("etm", "smoke", {"etm": {"rollout_langevin": {"init": "mean_head"}}})

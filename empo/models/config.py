@@ -122,10 +122,19 @@ class ETMConfig:
     # The mean head's size: hidden layers of mean_head_hidden_size units (0: the energies' hidden_size)
     mean_head_layers: int = 2
     mean_head_hidden_size: int = 0
+    # The head's updates per ETM update: the first on the update's minibatch, the others on fresh
+    # ones, the head's loss alone. A head update costs about 2% of a quick-warm ETM update (no
+    # Langevin chain), and heads trained alone learn far more from 12,000 updates than from the
+    # 6,000 a 30-minute CPU fit gives them (benchmarks/results/mean-heads-hopper-medium-cpu.md).
+    mean_head_updates: int = 1
 
     def __post_init__(self) -> None:
         if self.mean_head_ensemble and not self.mean_head:
             raise ValueError("mean_head_ensemble needs mean_head: true")
+        if self.mean_head_updates > 1 and not self.mean_head:
+            raise ValueError("mean_head_updates above 1 needs mean_head: true")
+        if self.mean_head_updates < 1:
+            raise ValueError(f"mean_head_updates must be >= 1 (the head's updates per ETM update), got {self.mean_head_updates}")
         if self.mean_head_layers < 1 or self.mean_head_hidden_size < 0:
             raise ValueError(
                 f"mean_head_layers must be >= 1 and mean_head_hidden_size >= 0 (0: hidden_size), "
