@@ -207,6 +207,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=1000, help="rows scored one step")
     parser.add_argument("--starts", type=int, default=300, help="open-loop starts per OOD dataset")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-fit", action="store_true", help="fit nothing: write the report of what results.json holds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -223,7 +224,7 @@ def main() -> int:
         results[key] = row
         atomic_write_text(results_path, json.dumps(results, indent=2))
 
-    for seed in args.seeds:
+    for seed in [] if args.no_fit else args.seeds:
         key = f"quick FTM|{seed}"
         if key not in results:
             ftm, where = cached_model(load_model_config("ftm", "quick"), task, data, seed, torch.device("cpu"), progress=False)
@@ -246,10 +247,18 @@ def main() -> int:
     return 0
 
 
-def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+def write_report(args: argparse.Namespace, results: dict[str, Any], out: Path | None = None) -> None:
+    """The markdown table (``out``, by default benchmarks/results/mean-heads-TASK-cpu.md); hand-written
+    sections after it (from the first "## " heading on) are kept."""
     columns = ["holdout"] + [f"{name} {h}" for name in args.ood for h in (1, args.horizon)]
-    ftm_rows = [results[f"quick FTM|{s}"]["errors"]["mean"] for s in args.seeds if f"quick FTM|{s}" in results]
-    ftm_mean = {c: float(np.mean([r[c] for r in ftm_rows])) for c in columns} if ftm_rows else None
+
+    def ftm_mean(seeds: list[int]) -> dict[str, float] | None:
+        """The quick FTMs' errors averaged over ``seeds``, None unless every one was scored."""
+        rows = [results.get(f"quick FTM|{s}") for s in seeds]
+        if not seeds or None in rows:
+            return None
+        return {c: float(np.mean([r["errors"]["mean"][c] for r in rows])) for c in columns}
+
     lines = [
         f"# The ETM's mean heads alone, trained several ways, {args.task}",
         "",
@@ -258,25 +267,27 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         f"- device: {device_name(torch.device('cpu'))}, {args.threads} torch thread(s); date {date.today()}; commit {git_commit()}",
         f"- next-state MSE in raw units: holdout one step ({args.samples} rows of the seed's holdout); other datasets: one step "
         f"({args.samples} rows) and {args.horizon}-step open loop ({args.starts} starts, the dataset's actions)",
-        f"- each cell: the mean over seeds {', '.join(map(str, args.seeds))}, then in brackets the ratio to the mean of the quick FTMs "
-        "of the same seeds (below 1: the heads err less)",
+        "- each cell: the mean over the recipe's seeds (of " + ", ".join(map(str, args.seeds)) + "), then in brackets the ratio to the mean "
+        "of the quick FTMs of the same seeds (below 1: the heads err less)",
         "",
         "| recipe | members' | " + " | ".join(columns) + " | CPU min per fit |",
         "|---|---|" + "---|" * len(columns) + "---|",
     ]
-    if ftm_mean is not None:
-        lines.append("| quick FTM | mean of elites | " + " | ".join(f"{ftm_mean[c]:.4g}" for c in columns) + " | - |")
+    all_ftms = ftm_mean(args.seeds)
+    if all_ftms is not None:
+        lines.append(f"| quick FTM ({len(args.seeds)} seeds) | mean of elites | " + " | ".join(f"{all_ftms[c]:.4g}" for c in columns) + " | - |")
     for name in args.recipes:
-        fits = [results[f"{name}|{s}"] for s in args.seeds if f"{name}|{s}" in results]
+        seeds = [s for s in args.seeds if f"{name}|{s}" in results]
+        fits, reference = [results[f"{name}|{s}"] for s in seeds], ftm_mean(seeds)
         if not fits:
             continue
         for aggregate in ("median", "mean"):
             cells = []
             for c in columns:
                 value = float(np.mean([f["errors"][aggregate][c] for f in fits]))
-                cells.append(f"{value:.4g}" + (f" ({value / ftm_mean[c]:.2f})" if ftm_mean else ""))
+                cells.append(f"{value:.4g}" + (f" ({value / reference[c]:.2f})" if reference else ""))
             cpu = float(np.mean([f["cpu_s"] for f in fits])) / 60
-            lines.append(f"| {name} ({len(fits)} seeds) | {aggregate} | " + " | ".join(cells) + f" | {cpu:.1f} |")
+            lines.append(f"| {name} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}) | {aggregate} | " + " | ".join(cells) + f" | {cpu:.1f} |")
     lines += ["", "Per seed (members' median for the heads):", "", "| recipe | seed | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for name in ["quick FTM", *args.recipes]:
         for s in args.seeds:
@@ -285,7 +296,7 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 errors = row["errors"]["mean" if name == "quick FTM" else "median"]
                 lines.append(f"| {name} | {s} | " + " | ".join(f"{errors[c]:.4g}" for c in columns) + " |")
     lines += ["", "Recipes:", ""] + [f"- `{name}`: {RECIPES[name].about}" for name in args.recipes]
-    out = Path(__file__).resolve().parent / "results" / f"mean-heads-{args.task}-cpu.md"
+    out = out or Path(__file__).resolve().parent / "results" / f"mean-heads-{args.task}-cpu.md"
     old = out.read_text() if out.is_file() else ""
     notes = old[old.index("\n## ") :] if "\n## " in old else ""  # hand-written sections after the table survive a rerun
     atomic_write_text(out, "\n".join(lines) + "\n" + notes)

@@ -76,3 +76,31 @@ def test_a_recorded_fit_counts_as_its_recipe_when_only_new_fields_at_their_defau
     assert heads.same_recipe(recorded, recipe)
     assert not heads.same_recipe({**recorded, "hidden": 64}, recipe)
     assert not heads.same_recipe(recorded, heads.RECIPES["etm-heads-2k"])
+
+
+def test_the_report_sets_each_recipe_beside_the_ftms_of_its_own_seeds(heads, tmp_path):
+    def errors(value):
+        return {"holdout": value, "toy 1": value, "toy 5": value}
+
+    results = {
+        "quick FTM|0": {"errors": {"mean": errors(1.0)}},
+        "quick FTM|1": {"errors": {"mean": errors(3.0)}},
+        "a|0": {"errors": {"median": errors(0.5), "mean": errors(0.25)}, "cpu_s": 60.0},
+        "a|1": {"errors": {"median": errors(1.5), "mean": errors(0.75)}, "cpu_s": 60.0},
+        "b|0": {"errors": {"median": errors(2.0), "mean": errors(2.0)}, "cpu_s": 120.0},
+    }
+    args = heads.argparse.Namespace(task="toy", recipes=["a", "b"], seeds=[0, 1], members=2, updates=10, ood=["toy"],
+                                    horizon=5, samples=10, starts=3, threads=1)
+    out = tmp_path / "report.md"
+    out.write_text("old table\n\n## Notes by hand\nkept\n")
+    heads.RECIPES.update(a=heads.HeadRecipe("recipe a"), b=heads.HeadRecipe("recipe b"))
+    try:
+        heads.write_report(args, results, out)
+    finally:
+        del heads.RECIPES["a"], heads.RECIPES["b"]
+    text = out.read_text()
+    assert "| quick FTM (2 seeds) | mean of elites | 2 | 2 | 2 | - |" in text
+    assert "| a (seeds 0, 1) | median | 1 (0.50) | 1 (0.50) | 1 (0.50) | 1.0 |" in text
+    # b has seed 0 alone: beside the FTM of seed 0, not the mean of both
+    assert "| b (seed 0) | median | 2 (2.00) |" in text
+    assert "old table" not in text and text.endswith("## Notes by hand\nkept\n")
