@@ -124,8 +124,9 @@ class ETMConfig:
     mean_head_hidden_size: int = 0
     # The head's updates per ETM update: the first on the update's minibatch, the others on fresh
     # ones, the head's loss alone. A head update costs about 2% of a quick-warm ETM update (no
-    # Langevin chain), and heads trained alone learn far more from 12,000 updates than from the
-    # 6,000 a 30-minute CPU fit gives them (benchmarks/results/mean-heads-hopper-medium-cpu.md).
+    # Langevin chain); per-member heads trained alone match the quick FTM off the data after about
+    # 24,000 updates, not the 6,000 a 30-minute CPU fit gives them at 1
+    # (benchmarks/results/mean-heads-hopper-medium-cpu.md; 4 in etm-recipes-hopper-medium-cpu.md).
     mean_head_updates: int = 1
 
     def __post_init__(self) -> None:
