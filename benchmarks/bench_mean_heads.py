@@ -44,10 +44,10 @@ from empo.evaluation.transition_error import multi_step_error, one_step_error
 from empo.models import load_model_config
 from empo.models.config import FTMConfig
 from empo.models.dynamics import DynamicsModel
-from empo.models.etm import mean_head_network
+from empo.models.etm import mean_head_loss, mean_head_network
 from empo.models.ftm import GaussianEnsemble, gaussian_nll_loss
 from empo.models.layers import EnsembleLinear, MaxAbsScaler, Standardizer
-from empo.models.train import _tensors, holdout_size
+from empo.models.train import _tensors, holdout_split
 from empo.pipeline import cached_model
 from empo.utils import atomic_write_text, device_name, empo_home, git_commit
 
@@ -131,8 +131,7 @@ class HeadsModel(DynamicsModel):
         """Scaled inputs and raw targets [M, B, *]: the summed loss of all members."""
         if self.recipe.loss == "nll":
             return gaussian_nll_loss(self.net, x, y, self.ftm_config.logvar_loss_coef)[0]
-        squared = (self.member_means(x) - self.target_scaler(y)).square().sum(dim=-1)
-        loss = squared.mean(dim=-1).sum()
+        loss = mean_head_loss(self.member_means(x), self.target_scaler(y), per_row=False)  # the quick ETM's reduction
         if self.recipe.l2_scale:
             linears = [m for m in self.net if isinstance(m, EnsembleLinear)]
             decays = list(FTM_DECAYS[: len(linears) - 1]) + [FTM_DECAYS[-1]]
@@ -153,12 +152,9 @@ def train_heads(recipe: HeadRecipe, task: Any, data: Any, seed: int, members: in
     members, updates = recipe.members or members, recipe.updates or updates
     config = load_model_config("etm", "quick")
     q = data.qlearning()
-    n = len(q)
-    n_hold = holdout_size(n, config.etm.holdout_fraction, config.etm.holdout_min, config.etm.holdout_max)
+    hold_index, train_index = holdout_split(len(q), config.etm, seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    split = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    hold_index, train_index = split[:n_hold].sort().values, split[n_hold:]
     x, y = _tensors(q, torch.device("cpu"))
     x_train, y_train = x[train_index], y[train_index]
     model = HeadsModel(task.obs_dim, task.act_dim, task.env.termination, config, recipe, members)

@@ -102,6 +102,13 @@ def infonce_loss(
     return loss, nce.detach().mean(dim=-1), penalty.detach().mean(dim=-1)
 
 
+def mean_head_loss(prediction: Tensor, target: Tensor, per_row: bool) -> Tensor:
+    """The mean head's squared error [M, B, D] -> scalar: summed over dimensions and members, and over
+    the batch (``per_row``, as ``loss_reduction: sum``) or averaged over it."""
+    squared = (prediction - target).square().sum(dim=-1)  # [M, B]: each member's minibatch
+    return squared.sum() if per_row else squared.mean(dim=-1).sum()
+
+
 def mean_head_network(
     input_dim: int, target_dim: int, hidden: int, members: int = 0, layers: int = 2
 ) -> torch.nn.Sequential:
@@ -232,22 +239,14 @@ class ETMTrainer(EnsembleTrainer):
             negatives = sample_negatives(net, code, y.shape[-1], self.cfg, self.generator, start)
         loss, _, _ = infonce_loss(net, x, y, self.cfg, self.generator, negatives=negatives)
         if head_prediction is not None:  # its parameters are its own, so this term trains the head alone
-            loss = loss + self.head_loss(head_prediction, y)
+            loss = loss + mean_head_loss(head_prediction, y, self.loss_per_row)
         return loss
-
-    def head_loss(self, head_prediction: Tensor, y: Tensor) -> Tensor:
-        squared = (head_prediction - y).square().sum(dim=-1)  # [M, B]: each member's minibatch
-        return squared.sum() if self.loss_per_row else squared.mean(dim=-1).sum()
 
     def update(self, index: Tensor, timer: DeviceTimer) -> Tensor:
         """The ETM update, then the mean head's further updates (``etm.mean_head_updates``) alone."""
         loss = super().update(index, timer)
         head = self.model.mean_head
         for _ in range(self.cfg.mean_head_updates - 1):
-            # gradients only reach the head: Adam skips the energies, whose grads stay None
             rows = torch.randint(self.x.shape[0], tuple(index.shape), generator=self.generator, device=self.x.device)
-            head_loss = self.head_loss(head(self.x[rows]), self.y[rows])
-            self.optimizer.zero_grad(set_to_none=True)
-            head_loss.backward()
-            self.optimizer.step()
+            self.step_on(mean_head_loss(head(self.x[rows]), self.y[rows], self.loss_per_row))  # reaches the head alone
         return loss

@@ -104,10 +104,14 @@ class EnsembleTrainer:
     def update(self, index: Tensor, timer: DeviceTimer) -> Tensor:
         """One optimiser step on the rows ``index`` [members, batch]; returns the loss, detached."""
         loss = self.loss_for(index, timer)
+        self.step_on(loss)
+        return loss.detach()
+
+    def step_on(self, loss: Tensor) -> None:
+        """One optimiser step on ``loss``; parameters it does not reach keep no gradient, so Adam skips them."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.detach()
 
     def steps_per_epoch(self) -> int:
         return self.cfg.steps_per_epoch or max(1, math.ceil(self.x.shape[0] / self.cfg.batch_size))

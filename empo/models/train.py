@@ -42,6 +42,14 @@ def holdout_size(n: int, fraction: float, minimum: int, maximum: int | None) -> 
     return max(1, min(size, n // 5))
 
 
+def holdout_split(n: int, section: Any, seed: int) -> tuple[Tensor, Tensor]:
+    """(holdout rows sorted, training rows) of ``n`` for a model kind's config ``section`` and ``seed``:
+    the split every fit of that seed uses."""
+    n_hold = holdout_size(n, section.holdout_fraction, section.holdout_min, section.holdout_max)
+    split = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return split[:n_hold].sort().values, split[n_hold:]
+
+
 def holdout_errors(model: DynamicsModel, x: Tensor, y: Tensor, generator: torch.Generator | None) -> dict[str, float]:
     """Raw-unit MSE of the deterministic prediction: next state (mean over dims) and reward."""
     obs, act = x[:, : model.obs_dim], x[:, model.obs_dim :]
@@ -100,14 +108,13 @@ def train_dynamics(
     n = len(data)
     get_model_kind(config.kind)  # an unknown kind is an error before any work
     sub = getattr(config, config.kind)  # the kind's config section (empo/models/registry.py)
-    n_hold = holdout_size(n, sub.holdout_fraction, sub.holdout_min, sub.holdout_max)
+    hold_index, train_index = holdout_split(n, sub, seed)
+    n_hold = hold_index.numel()
     if n - n_hold < 2:
         raise EmpoError(f"dataset of {task.name} has {n} transitions; too few to train a model")
 
     torch.manual_seed(seed)  # network initialisation
     generator = torch.Generator(device=device).manual_seed(seed)
-    split = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    hold_index, train_index = split[:n_hold].sort().values, split[n_hold:]
     x, y = _tensors(data, device)
     x_train, y_train = x[train_index.to(device)], y[train_index.to(device)]
     x_hold, y_hold = x[hold_index.to(device)], y[hold_index.to(device)]
