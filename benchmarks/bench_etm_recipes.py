@@ -57,6 +57,11 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         {**HEAD_SAMPLERS, "mean_head_ensemble": True, "mean_head_updates": 4,
          "train_langevin": {"init": "mean_head", "init_noise": 0.25, "steps": 10}},
     ),
+    "ens-head8-neg10": (
+        "ens-head-neg10 with 8 head updates per ETM update",
+        {**HEAD_SAMPLERS, "mean_head_ensemble": True, "mean_head_updates": 8,
+         "train_langevin": {"init": "mean_head", "init_noise": 0.25, "steps": 10}},
+    ),
     "ens-bighead-neg10": (
         "ens-head-neg10 with heads of the FTM's size: 4 x 200 per member (etm.mean_head_layers, mean_head_hidden_size)",
         {**HEAD_SAMPLERS, "mean_head_ensemble": True, "mean_head_layers": 4, "mean_head_hidden_size": 200,

@@ -326,6 +326,8 @@ def run_or_resume(
 
     run_dir = Path(run_dir)
     previous = load_json_object(run_dir / "summary.json", "the summary of an empo-train run", missing_ok=True)
+    if previous.get("status") == "finished" or (run_dir / CHECKPOINT).is_file():
+        _check_same_config(config, run_dir)
     if previous.get("status") == "finished":
         return previous, "finished before"
     if (run_dir / CHECKPOINT).is_file():
@@ -333,6 +335,23 @@ def run_or_resume(
     summary = train_agent(config, run_dir, device=device, model_dir=model_dir, progress=progress, threads=threads,
                           log=log, command=command)
     return summary, "started"
+
+
+def _check_same_config(config: TrainConfig, run_dir: Path) -> None:
+    """A run folder is reused only for the config it was started with: a sweep whose settings (or a
+    preset's YAML) changed since must not report or continue runs made with the old ones."""
+    from empo.loop.config import config_differences, config_from_dict
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise EmpoError(f"{run_dir} holds a run but no config.yaml; move the folder away to start the run anew")
+    differences = config_differences(config_from_dict(load_yaml(config_path), where=str(config_path)), config)
+    if differences:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise EmpoError(
+            f"{run_dir} holds a run started with other settings ({shown}); move the folder away to run "
+            f"these settings, or continue it as it was with empo-train --resume {run_dir}"
+        )
 
 
 def _clear_unfinished_attempt(run_dir: Path, log: Log) -> None:

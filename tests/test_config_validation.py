@@ -84,9 +84,44 @@ def test_simulator_is_a_model_kind():
         resolve_config("hopper-medium", "mopo", "quick", overrides={"mopo": {"model_kind": "oracle"}})
 
 
-def test_quick_preset_raises_only_empos_penalty_coefficient():
-    # the quick ETM needs a stronger penalty than the published 2.0 (configs/presets/quick.yaml)
-    for task in ("hopper-medium", "halfcheetah-medium", "walker2d-medium-replay"):
+def test_quick_preset_gives_empo_the_tasks_mopo_coefficient():
+    # the quick preset takes EMPO's penalty off at rollout time as MOPO does, with MOPO's coefficient
+    # for the task (configs/tasks/*.yaml, presets.quick): one value for all tasks collapsed walker2d
+    for task in ("hopper-medium", "halfcheetah-medium", "walker2d-medium", "walker2d-medium-replay", "hopper-random"):
         paper, quick = resolve_config(task, "empo", "paper"), resolve_config(task, "empo", "quick")
-        assert paper.algorithms["empo"].penalty_coef == 2.0 and quick.algorithms["empo"].penalty_coef == 5.0
+        assert paper.algorithms["empo"].penalty_coef == 2.0
+        assert quick.algorithms["empo"].penalty_coef == quick.algorithms["mopo"].penalty_coef
         assert quick.algorithms["empo"].horizon == paper.algorithms["empo"].horizon and quick.algorithms["mopo"] == paper.algorithms["mopo"]
+    assert resolve_config("hopper-medium", "empo", "quick").algorithm.penalty_coef == 5.0
+    assert resolve_config("walker2d-medium", "empo", "quick").algorithm.penalty_coef == 0.5
+    # the smoke preset has no such section: the published coefficient; --set still wins over the section
+    assert resolve_config("walker2d-medium", "empo", "smoke").algorithm.penalty_coef == 2.0
+    assert resolve_config("walker2d-medium", "empo", "quick", overrides={"empo": {"penalty_coef": 3.0}}).algorithm.penalty_coef == 3.0
+
+
+@pytest.mark.parametrize("presets, message", [
+    ({"quik": {"empo": {"penalty_coef": 1.0}}}, "presets.quik: unknown preset; valid presets: paper, quick, smoke"),
+    ({"quick": 1.0}, "presets.quick: expected a mapping"),
+    ([1], "presets: expected a mapping of preset names"),
+])
+def test_a_task_yamls_preset_section_is_validated(monkeypatch, presets, message):
+    from empo.loop import config as loop_config
+
+    monkeypatch.setattr(loop_config, "_read_packaged_yaml", lambda folder, name: {"mopo": {"horizon": 5}, "presets": presets})
+    with pytest.raises(EmpoError, match=f"configs/tasks/hopper-medium.yaml: {message}"):
+        resolve_config("hopper-medium", "empo", "quick")
+
+
+def test_a_misspelt_key_in_a_tasks_preset_section_is_named(monkeypatch):
+    from empo.loop import config as loop_config
+
+    real = loop_config._read_packaged_yaml
+
+    def read(folder, name):
+        data = real(folder, name)
+        return {**data, "presets": {"quick": {"empo": {"penalty_cof": 1.0}}}} if folder == "tasks" else data
+
+    monkeypatch.setattr(loop_config, "_read_packaged_yaml", read)
+    with pytest.raises(EmpoError, match="penalty_cof"):
+        resolve_config("hopper-medium", "empo", "quick")
+    assert resolve_config("hopper-medium", "empo", "paper").algorithm.penalty_coef == 2.0  # other presets ignore it

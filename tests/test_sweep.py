@@ -54,12 +54,16 @@ def load_spec_text(tmp_path, text):
 
 def test_local_sweep_runs_skips_and_resumes(tmp_path, tiny_dataset, capsys):
     from empo.loop.config import resolve_config
-    from empo.pipeline import train_agent
+    from empo.pipeline import run_or_resume, train_agent
 
     out = tmp_path / "sweep"
     # seed 1 was interrupted after its first epoch: the sweep continues it
     config = resolve_config("hopper-random", "mopo", "smoke", 1, {"training": {"epochs": 2}})
     train_agent(config, out / "hopper-random-mopo-smoke-s1", device="cpu", progress=False, stop_after=1, log=lambda m: None)
+    # a run folder is continued only with the settings it was started with (say, after a preset's YAML changed)
+    changed = resolve_config("hopper-random", "mopo", "smoke", 1, {"training": {"epochs": 3}, "runtime": {"tf32": False}})
+    with pytest.raises(EmpoError, match=r"other settings \(training.epochs: 2 -> 3\); move the folder away"):
+        run_or_resume(changed, out / "hopper-random-mopo-smoke-s1", device="cpu", progress=False)
     assert sweep_main([*SMOKE, "--seeds", "0", "1", "--workers", "2", "--out", str(out)]) == 0
     index = json.loads((out / "sweep.json").read_text())
     assert [r["status"] for r in index["runs"]] == ["finished", "finished"]
@@ -76,6 +80,12 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, tiny_dataset, capsys):
     assert sweep_main(["--out", str(out), "--no-progress"]) == 0
     assert [r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == ["skipped (finished before)"] * 2
     said = capsys.readouterr().out
+    with pytest.raises(EmpoError, match=r"mopo.penalty_coef: 1.0 -> 3.0"):  # a finished run too
+        run_or_resume(resolve_config("hopper-random", "mopo", "smoke", 1, {"training": {"epochs": 2}, "mopo": {"penalty_coef": 3.0}}),
+                      out / "hopper-random-mopo-smoke-s1", device="cpu", progress=False)
+    # another algorithm's section does not count: this MOPO run never read EMPO's settings
+    same = resolve_config("hopper-random", "mopo", "smoke", 1, {"training": {"epochs": 2}, "empo": {"penalty_coef": 9.0}})
+    assert run_or_resume(same, out / "hopper-random-mopo-smoke-s1", device="cpu", progress=False)[1] == "finished before"
     episodes = resumed["final_eval"]["episodes"]
     assert f"s1: skipped (finished before) (final {resumed['final_eval_normalized_score']:.1f} ({episodes} episodes), last epoch" in said
     # and the report reads the sweep

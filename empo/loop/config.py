@@ -3,7 +3,8 @@
 Resolution order, later wins: dataclass defaults (the published settings, docs/training.md "Configuration")
 <- the algorithm's registry defaults (empo/loop/algorithms.py)
 <- ``configs/tasks/<task>.yaml`` (horizon and penalty per algorithm) <- ``configs/presets/<preset>.yaml``
-(cost: epochs, rollout batch, model preset) <- command-line overrides (``--set key=value``).
+(cost: epochs, rollout batch, model preset) <- the task YAML's ``presets: {<preset>: ...}`` section
+(a preset's settings that depend on the task) <- command-line overrides (``--set key=value``).
 The resolved config is written into the run directory as ``config.yaml``.
 
 Each registered algorithm has a section named after it at the top level of the dict and YAML form
@@ -27,7 +28,7 @@ from empo.loop.agents import AGENTS, unsupported_settings
 from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
 
 __all__ = ["AlgoConfig", "ModelSection", "PRESETS", "RolloutConfig", "RuntimeConfig", "TrainConfig",
-           "TrainingConfig", "config_from_dict", "resolve_config"]
+           "TrainingConfig", "config_differences", "config_from_dict", "resolve_config"]
 
 PRESETS: tuple[str, ...] = ("paper", "quick", "smoke")
 
@@ -157,11 +158,23 @@ def _read_packaged_yaml(folder: str, name: str) -> dict[str, Any]:
     return data
 
 
-def task_config_dict(task: str) -> dict[str, Any]:
+def task_config_dict(task: str, preset: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The task YAML's settings, and its ``presets.<preset>`` section: what ``preset`` sets
+    differently on this task (empty without ``preset`` or such a section)."""
     from empo.data.tasks import get_task
 
     get_task(task)  # a misspelt task name is an error listing the valid ones
-    return _read_packaged_yaml("tasks", task)
+    data = _read_packaged_yaml("tasks", task)
+    per_preset = data.pop("presets", None) or {}
+    where = f"configs/tasks/{task}.yaml"
+    if not isinstance(per_preset, dict):
+        raise EmpoError(f"{where}: presets: expected a mapping of preset names to settings, got {per_preset!r}")
+    for name, section in per_preset.items():
+        if name not in PRESETS:
+            raise EmpoError(f"{where}: presets.{name}: unknown preset; valid presets: {', '.join(PRESETS)}")
+        if not isinstance(section, dict):
+            raise EmpoError(f"{where}: presets.{name}: expected a mapping of keys to values, got {section!r}")
+    return data, per_preset.get(preset, {}) if preset is not None else {}
 
 
 def preset_config_dict(preset: str) -> dict[str, Any]:
@@ -205,7 +218,8 @@ def resolve_config(
 ) -> TrainConfig:
     """Registry defaults + task YAML + preset YAML + overrides -> validated :class:`TrainConfig`."""
     get_algorithm(algo)
-    data = merge(task_config_dict(task), preset_config_dict(preset))
+    task_data, task_preset_data = task_config_dict(task, preset)
+    data = merge(merge(task_data, preset_config_dict(preset)), task_preset_data)
     data = merge(data, {"task": task, "algo": algo, "preset": preset, "seed": seed})
     if overrides:
         data = merge(data, overrides)
@@ -213,6 +227,28 @@ def resolve_config(
     if config.task != task:
         raise EmpoError(f"training config: 'task' is {config.task!r} but the run is for {task!r}")
     return config
+
+
+def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """The settings that differ between two configs, as ``key: old -> new`` (dotted keys, sorted).
+
+    Left out: the ``runtime`` section (it does not change the algorithm, :class:`RuntimeConfig`) and
+    the sections of algorithms other than the new config's ``algo`` (a run uses its own only)."""
+
+    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict) and value:
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    a, b = flat(old.to_dict()), flat(new.to_dict())
+    ignored = {"runtime"} | {name for name in {*old.algorithms, *new.algorithms} if name != new.algo}
+    shown = {key: (repr(a[key]) if key in a else "(unset)", repr(b[key]) if key in b else "(unset)")
+             for key in set(a) | set(b) if key.split(".")[0] not in ignored}
+    return [f"{key}: {was} -> {now}" for key, (was, now) in sorted(shown.items()) if was != now]
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config.yaml") -> TrainConfig:
