@@ -66,6 +66,27 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys, ``{"a.b": value}`` (an empty mapping is a value)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def dict_differences(old: dict[str, Any], new: dict[str, Any], keep: typing.Callable[[str], bool] = lambda key: True,
+                     prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested mappings, as ``key: old -> new``
+    (sorted; a key on one side only shows ``(unset)`` on the other); ``keep`` picks the keys compared."""
+    a, b = flatten(old), flatten(new)
+    shown = {key: (repr(a[key]) if key in a else "(unset)", repr(b[key]) if key in b else "(unset)")
+             for key in set(a) | set(b) if keep(key)}
+    return [f"{prefix}{key}: {was} -> {now}" for key, (was, now) in sorted(shown.items()) if was != now]
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 

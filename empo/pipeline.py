@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from empo.config import load_json_object, load_yaml, save_yaml
+from empo.config import dict_differences, from_dict, load_json_object, load_yaml, save_yaml, to_dict
 from empo.errors import EmpoError
 from empo.utils import atomic_write_text, empo_home, exclusive_lock, git_commit
 
@@ -346,6 +346,18 @@ def _check_same_config(config: TrainConfig, run_dir: Path) -> None:
     if not config_path.is_file():
         raise EmpoError(f"{run_dir} holds a run but no config.yaml; move the folder away to start the run anew")
     differences = config_differences(config_from_dict(load_yaml(config_path), where=str(config_path)), config)
+    # the model preset's YAML may have changed under the same preset name: compare the model's settings too
+    # (not for a model given by folder, whose settings are its own)
+    model_path = run_dir / MODEL_CONFIG_YAML
+    model_config = model_config_for(config)
+    given_model = load_json_object(run_dir / RUN_JSON, "the inputs of an empo-train run", missing_ok=True).get("model_dir")
+    if model_config is not None and model_path.is_file() and not given_model:
+        from empo.models.config import ModelConfig, with_samplers
+
+        old = to_dict(from_dict(ModelConfig, load_yaml(model_path), where=str(model_path)))
+        model_config, kind = with_samplers(model_config, config.model.samplers), model_config.kind  # as the run saved it
+        differences += dict_differences(old, to_dict(model_config), prefix="model: ",
+                                        keep=lambda key: key in ("kind", "preset") or key.startswith(f"{kind}."))
     if differences:
         shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
         raise EmpoError(

@@ -93,6 +93,32 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, tiny_dataset, capsys):
     assert (out / "report" / "curves-hopper-random.png").is_file() and "| hopper-random | mopo | smoke | 2" in capsys.readouterr().out
 
 
+def test_a_run_folder_is_checked_against_its_model_settings_too(tmp_path):
+    """The model preset's YAML can change under the same preset name: the folder's model_config.yaml
+    is compared with the settings the run would now fit (inference samplers applied as the run saved them)."""
+    from empo.config import save_yaml, to_dict
+    from empo.loop.config import resolve_config
+    from empo.models.config import with_samplers
+    from empo.pipeline import _check_same_config, model_config_for
+
+    samplers = {"etm": {"rollout_langevin": {"steps": 3}}}
+    config = resolve_config("hopper-medium", "empo", "smoke", 0, {"model": {"samplers": samplers}})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_yaml(config.to_dict(), run_dir / "config.yaml")
+    saved = to_dict(with_samplers(model_config_for(config), samplers))
+    saved["ftm"]["batch_size"] += 1  # the other model kind's settings do not count
+    save_yaml(saved, run_dir / "model_config.yaml")
+    _check_same_config(config, run_dir)
+    saved["etm"]["epochs"] += 1
+    save_yaml(saved, run_dir / "model_config.yaml")
+    with pytest.raises(EmpoError, match=r"other settings \(model: etm.epochs: (\d+) -> (\d+)\)"):
+        _check_same_config(config, run_dir)
+    # a model given by folder (--model-dir) brings its own settings: not compared
+    (run_dir / "run.json").write_text(json.dumps({"model_dir": "/somewhere/etm"}))
+    _check_same_config(config, run_dir)
+
+
 def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, tiny_dataset):
     # seed 0's run folder is blocked by a file of that name: that run fails, seed 1 finishes
     out = tmp_path / "sweep"

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from empo.agents.sac import SACConfig
-from empo.config import from_dict, merge, unknown_key
+from empo.config import dict_differences, from_dict, merge, unknown_key
 from empo.errors import EmpoError
 from empo.loop.agents import AGENTS, unsupported_settings
 from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
@@ -234,21 +234,8 @@ def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
 
     Left out: the ``runtime`` section (it does not change the algorithm, :class:`RuntimeConfig`) and
     the sections of algorithms other than the new config's ``algo`` (a run uses its own only)."""
-
-    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, dict) and value:
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    a, b = flat(old.to_dict()), flat(new.to_dict())
     ignored = {"runtime"} | {name for name in {*old.algorithms, *new.algorithms} if name != new.algo}
-    shown = {key: (repr(a[key]) if key in a else "(unset)", repr(b[key]) if key in b else "(unset)")
-             for key in set(a) | set(b) if key.split(".")[0] not in ignored}
-    return [f"{key}: {was} -> {now}" for key, (was, now) in sorted(shown.items()) if was != now]
+    return dict_differences(old.to_dict(), new.to_dict(), keep=lambda key: key.split(".")[0] not in ignored)
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config.yaml") -> TrainConfig:
