@@ -232,6 +232,31 @@ def test_report_statistics_on_hand_computed_inputs(tmp_path):
         collect_runs([tmp_path / "missing"])
 
 
+def test_the_report_keeps_runs_of_other_settings_apart(tmp_path, capsys):
+    """Seeds are pooled only when the runs differ in nothing else (a sweep moved or pooled from two
+    folders after a preset changed, say); the differing settings name each group."""
+    from empo.config import save_yaml
+    from empo.loop.config import resolve_config
+
+    for seed, coef in [(0, 5.0), (1, 0.5), (2, 0.5)]:
+        run = tmp_path / f"walker-s{seed}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({
+            "task": "walker2d-medium", "algo": "empo", "preset": "quick", "seed": seed, "status": "finished",
+            "final_eval_normalized_score": 10.0 * seed, "wall_time_s": 60.0}))
+        # another algorithm's section and the runtime differ too: they do not split the runs
+        overrides = {"empo": {"penalty_coef": coef}, "mopo": {"penalty_coef": 1.0 + seed}, "runtime": {"tf32": seed == 1}}
+        save_yaml(resolve_config("walker2d-medium", "empo", "quick", seed, overrides).to_dict(), run / "config.yaml")
+    # an older run's config.yaml lacks keys added since: their defaults fill in, no split for that
+    old = resolve_config("walker2d-medium", "empo", "quick", 2, {"empo": {"penalty_coef": 0.5}}).to_dict()
+    del old["agent"]
+    save_yaml(old, tmp_path / "walker-s2" / "config.yaml")
+    rows = summarize(collect_runs([tmp_path]))
+    assert [(r["algo"], r["seeds"]) for r in rows] == [("empo [empo.penalty_coef=0.5]", 2), ("empo [empo.penalty_coef=5.0]", 1)]
+    assert rows[0]["final_eval_normalized_score"]["mean"] == 15.0
+    assert "walker2d-medium empo (quick): its runs differ in empo.penalty_coef; reported apart" in capsys.readouterr().out
+
+
 def test_ctrl_c_stops_a_sequential_sweep_and_records_the_run(tmp_path, monkeypatch):
     import empo.sweep as sweep
 

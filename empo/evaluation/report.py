@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,61 @@ class RunRecord:
     scores: np.ndarray
     dataset: str
     dataset_score: float | None = None  # the dataset's own normalised score (run.json; runs before 2026-11-27 lack it)
+    settings: dict[str, Any] = field(default_factory=dict)  # _run_settings: what makes the run what it is, seed aside
+
+
+def _run_settings(run_dir: Path, algo: str) -> dict[str, Any]:
+    """The run's settings as dotted keys, from config.yaml and model_config.yaml, with the defaults of
+    keys added since the run filled in; left out: the seed, ``runtime`` (how it ran, not what) and
+    the sections of other algorithms and of the other model kind, which the run never read."""
+    from empo.config import flatten, from_dict, load_yaml, to_dict
+    from empo.loop.algorithms import ALGORITHMS
+
+    settings: dict[str, Any] = {}
+    config_path, model_path = run_dir / "config.yaml", run_dir / "model_config.yaml"
+    if config_path.is_file():
+        from empo.loop.config import config_from_dict
+
+        data = load_yaml(config_path)
+        try:
+            data = config_from_dict(data, where=str(config_path)).to_dict()
+        except EmpoError:  # settings of an older version: compared as written
+            pass
+        skip = {"seed", "runtime", *(name for name in ALGORITHMS if name != algo)}
+        settings.update({k: v for k, v in flatten(data).items() if k.split(".")[0] not in skip})
+    if model_path.is_file():
+        from empo.models.config import ModelConfig
+
+        model = load_yaml(model_path)
+        try:
+            model = to_dict(from_dict(ModelConfig, model, where=str(model_path)))
+        except EmpoError:
+            pass
+        kind = model.get("kind")
+        settings.update({f"model:{k}": v for k, v in flatten(model).items() if k in ("kind", "preset") or k.startswith(f"{kind}.")})
+    return settings
+
+
+def split_by_settings(records: list[RunRecord], shown: int = 3) -> list[str]:
+    """Runs of one task, algorithm and preset whose settings differ are not seeds of one thing: each
+    such run's ``algo`` gets the differing settings, e.g. ``empo [empo.penalty_coef=0.5]``, so that
+    they are grouped apart. Returns one note per split group."""
+    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.task, record.algo, record.preset)].append(record)
+    notes = []
+    missing = object()
+    for (task, algo, preset), group in sorted(groups.items()):
+        keys = sorted({k for r in group for k in r.settings})
+        differing = [k for k in keys if len({repr(r.settings.get(k, missing)) for r in group}) > 1]
+        if not differing:
+            continue
+        for record in group:
+            values = [f"{k}={record.settings.get(k, '(unset)')}" for k in differing[:shown]]
+            more = f", +{len(differing) - shown} more" if len(differing) > shown else ""
+            record.algo = f"{algo} [{', '.join(values)}{more}]"
+        notes.append(f"{task} {algo} ({preset}): its runs differ in {', '.join(differing)}; reported apart")
+    return notes
 
 
 def _read_run(run_dir: Path) -> RunRecord:
@@ -102,7 +157,7 @@ def _read_run(run_dir: Path) -> RunRecord:
     return RunRecord(
         run_dir, summary["task"], algo, summary["preset"], int(summary["seed"]), summary["status"], summary,
         np.asarray(updates), np.asarray(scores), str(info.get("dataset_source", "unknown")),
-        _finite_or_none(info.get("dataset_normalized_score")),
+        _finite_or_none(info.get("dataset_normalized_score")), _run_settings(run_dir, summary["algo"]),
     )
 
 
@@ -156,6 +211,8 @@ def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
                 continue
             seen.add(folder.resolve())
             records.append(_read_run(folder))
+    for note in split_by_settings(records):
+        print(f"note: {note}")
     return records
 
 
@@ -340,6 +397,8 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
         "not the D4RL v2 benchmark that published scores use)",
         "- **data** = the dataset's own score (the mean normalised return of its episodes): the behaviour an offline",
         "  agent should beat",
+        "- runs of one task, algorithm and preset whose settings differ are reported apart, the algorithm named with",
+        "  the settings that differ (`empo [empo.penalty_coef=0.5]`)",
         "",
         "| task | algorithm | preset | seeds | data | final | last epoch | last-10 | best | wall time h |",
         "|---|---|---|---|---|---|---|---|---|---|",
