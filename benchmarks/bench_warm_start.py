@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from empo import pipeline
-from empo.config import load_json_object, load_yaml
+from empo.config import load_json_object
 from empo.data.tasks import get_task
-from empo.loop.config import config_from_dict, resolve_config
+from empo.loop.config import resolve_config
 from empo.models import load_dynamics
 from empo.models.config import parse_overrides
 from empo.utils import device_name, git_commit
@@ -86,9 +86,6 @@ def main() -> None:
     for seed in args.seeds:
         config = resolve_config(args.task, "empo", "quick", seed, overrides)
         run_dir = args.work / f"{args.task}-empo-quick-warm{args.steps}{suffix}{args.tag}-s{seed}"
-        if (run_dir / "config.yaml").is_file() and config_from_dict(load_yaml(run_dir / "config.yaml")) != config:
-            # a finished or resumable run there was made with other --set values: it would be reported as this one
-            raise SystemExit(f"{run_dir} holds a run with another config (other --set values); give them their own --tag")
         recorded_model = load_json_object(run_dir / "run.json", "run record", missing_ok=True).get("model_dir")
         if recorded_model is not None and Path(recorded_model).resolve() != Path(model_dir).resolve():
             # e.g. the --steps 0 baseline of another --model-dir: its runs would be reported under this one
@@ -97,8 +94,9 @@ def main() -> None:
             if not (run_dir / "summary.json").is_file():
                 print(f"seed {seed}: no run in {run_dir}", flush=True)
                 continue
+            pipeline.check_same_config(config, run_dir)  # made with other --set values: not reported as this one
             summary = load_json_object(run_dir / "summary.json", "run summary")
-        else:
+        else:  # a run there made with other --set values fails, naming them (give those their own --tag)
             summary, _ = pipeline.run_or_resume(config, run_dir, device="cpu", progress=False, model_dir=model_dir)
         progress = list(csv.DictReader((run_dir / "progress.csv").open(newline="")))
         rows.append((seed, summary, {

@@ -327,7 +327,7 @@ def run_or_resume(
     run_dir = Path(run_dir)
     previous = load_json_object(run_dir / "summary.json", "the summary of an empo-train run", missing_ok=True)
     if previous.get("status") == "finished" or (run_dir / CHECKPOINT).is_file():
-        _check_same_config(config, run_dir)
+        check_same_config(config, run_dir)
     if previous.get("status") == "finished":
         return previous, "finished before"
     if (run_dir / CHECKPOINT).is_file():
@@ -337,10 +337,13 @@ def run_or_resume(
     return summary, "started"
 
 
-def _check_same_config(config: TrainConfig, run_dir: Path) -> None:
-    """A run folder is reused only for the config it was started with: a sweep whose settings (or a
-    preset's YAML) changed since must not report or continue runs made with the old ones."""
+def check_same_config(config: TrainConfig, run_dir: str | Path) -> None:
+    """Raise :class:`EmpoError` naming the settings in which the run in ``run_dir`` differs from
+    ``config``: a run folder is reused only for the config it was started with, so that a sweep whose
+    settings (or a preset's YAML) changed since does not report or continue runs made with the old ones."""
     from empo.loop.config import config_differences, config_from_dict
+
+    run_dir = Path(run_dir)
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():

@@ -99,7 +99,7 @@ def test_a_run_folder_is_checked_against_its_model_settings_too(tmp_path):
     from empo.config import save_yaml, to_dict
     from empo.loop.config import resolve_config
     from empo.models.config import with_samplers
-    from empo.pipeline import _check_same_config, model_config_for
+    from empo.pipeline import check_same_config, model_config_for
 
     samplers = {"etm": {"rollout_langevin": {"steps": 3}}}
     config = resolve_config("hopper-medium", "empo", "smoke", 0, {"model": {"samplers": samplers}})
@@ -109,14 +109,14 @@ def test_a_run_folder_is_checked_against_its_model_settings_too(tmp_path):
     saved = to_dict(with_samplers(model_config_for(config), samplers))
     saved["ftm"]["batch_size"] += 1  # the other model kind's settings do not count
     save_yaml(saved, run_dir / "model_config.yaml")
-    _check_same_config(config, run_dir)
+    check_same_config(config, run_dir)
     saved["etm"]["epochs"] += 1
     save_yaml(saved, run_dir / "model_config.yaml")
     with pytest.raises(EmpoError, match=r"other settings \(model: etm.epochs: (\d+) -> (\d+)\)"):
-        _check_same_config(config, run_dir)
+        check_same_config(config, run_dir)
     # a model given by folder (--model-dir) brings its own settings: not compared
     (run_dir / "run.json").write_text(json.dumps({"model_dir": "/somewhere/etm"}))
-    _check_same_config(config, run_dir)
+    check_same_config(config, run_dir)
 
 
 def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, tiny_dataset):
