@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from empo.config import dict_differences, from_dict, load_json_object, load_yaml, save_yaml, to_dict
+from empo.config import dict_differences, from_dict, load_json_object, load_yaml, save_yaml
 from empo.errors import EmpoError
 from empo.utils import atomic_write_text, empo_home, exclusive_lock, git_commit
 
@@ -344,7 +344,6 @@ def check_same_config(config: TrainConfig, run_dir: str | Path) -> None:
     from empo.loop.config import config_differences, config_from_dict
 
     run_dir = Path(run_dir)
-
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise EmpoError(f"{run_dir} holds a run but no config.yaml; move the folder away to start the run anew")
@@ -355,12 +354,11 @@ def check_same_config(config: TrainConfig, run_dir: str | Path) -> None:
     model_config = model_config_for(config)
     given_model = load_json_object(run_dir / RUN_JSON, "the inputs of an empo-train run", missing_ok=True).get("model_dir")
     if model_config is not None and model_path.is_file() and not given_model:
-        from empo.models.config import ModelConfig, with_samplers
+        from empo.models.config import ModelConfig, model_settings, with_samplers
 
-        old = to_dict(from_dict(ModelConfig, load_yaml(model_path), where=str(model_path)))
-        model_config, kind = with_samplers(model_config, config.model.samplers), model_config.kind  # as the run saved it
-        differences += dict_differences(old, to_dict(model_config), prefix="model: ",
-                                        keep=lambda key: key in ("kind", "preset") or key.startswith(f"{kind}."))
+        old = from_dict(ModelConfig, load_yaml(model_path), where=str(model_path))
+        new = with_samplers(model_config, config.model.samplers)  # as the run saved it
+        differences += dict_differences(model_settings(old), model_settings(new), prefix="model: ")
     if differences:
         shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
         raise EmpoError(

@@ -77,35 +77,31 @@ class RunRecord:
     settings: dict[str, Any] = field(default_factory=dict)  # _run_settings: what makes the run what it is, seed aside
 
 
-def _run_settings(run_dir: Path, algo: str) -> dict[str, Any]:
-    """The run's settings as dotted keys, from config.yaml and model_config.yaml, with the defaults of
-    keys added since the run filled in; left out: the seed, ``runtime`` (how it ran, not what) and
-    the sections of other algorithms and of the other model kind, which the run never read."""
-    from empo.config import flatten, from_dict, load_yaml, to_dict
-    from empo.loop.algorithms import ALGORITHMS
+def _run_settings(run_dir: Path) -> dict[str, Any]:
+    """The run's settings but its seed (empo.loop.config.run_settings, and its model's,
+    empo.models.config.model_settings), from config.yaml and model_config.yaml, with the defaults of
+    keys added since the run filled in; a config of an older version that no longer loads is taken
+    as written."""
+    from empo.config import flatten, from_dict, load_yaml
+    from empo.loop.config import config_from_dict, run_settings
+    from empo.models.config import ModelConfig, model_settings
 
     settings: dict[str, Any] = {}
     config_path, model_path = run_dir / "config.yaml", run_dir / "model_config.yaml"
     if config_path.is_file():
-        from empo.loop.config import config_from_dict
-
         data = load_yaml(config_path)
         try:
-            data = config_from_dict(data, where=str(config_path)).to_dict()
-        except EmpoError:  # settings of an older version: compared as written
-            pass
-        skip = {"seed", "runtime", *(name for name in ALGORITHMS if name != algo)}
-        settings.update({k: v for k, v in flatten(data).items() if k.split(".")[0] not in skip})
-    if model_path.is_file():
-        from empo.models.config import ModelConfig
-
-        model = load_yaml(model_path)
-        try:
-            model = to_dict(from_dict(ModelConfig, model, where=str(model_path)))
+            settings.update(run_settings(config_from_dict(data, where=str(config_path))))
         except EmpoError:
-            pass
-        kind = model.get("kind")
-        settings.update({f"model:{k}": v for k, v in flatten(model).items() if k in ("kind", "preset") or k.startswith(f"{kind}.")})
+            settings.update({k: v for k, v in flatten(data).items() if not k.startswith("runtime.")})
+        settings.pop("seed", None)
+    if model_path.is_file():
+        data = load_yaml(model_path)
+        try:
+            model = model_settings(from_dict(ModelConfig, data, where=str(model_path)))
+        except EmpoError:
+            model = flatten(data)
+        settings.update({f"model:{k}": v for k, v in model.items()})
     return settings
 
 
@@ -157,7 +153,7 @@ def _read_run(run_dir: Path) -> RunRecord:
     return RunRecord(
         run_dir, summary["task"], algo, summary["preset"], int(summary["seed"]), summary["status"], summary,
         np.asarray(updates), np.asarray(scores), str(info.get("dataset_source", "unknown")),
-        _finite_or_none(info.get("dataset_normalized_score")), _run_settings(run_dir, summary["algo"]),
+        _finite_or_none(info.get("dataset_normalized_score")), _run_settings(run_dir),
     )
 
 

@@ -22,13 +22,13 @@ from typing import Any, Literal
 import yaml
 
 from empo.agents.sac import SACConfig
-from empo.config import dict_differences, from_dict, merge, unknown_key
+from empo.config import dict_differences, flatten, from_dict, merge, unknown_key
 from empo.errors import EmpoError
 from empo.loop.agents import AGENTS, unsupported_settings
 from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
 
 __all__ = ["AlgoConfig", "ModelSection", "PRESETS", "RolloutConfig", "RuntimeConfig", "TrainConfig",
-           "TrainingConfig", "config_differences", "config_from_dict", "resolve_config"]
+           "TrainingConfig", "config_differences", "config_from_dict", "resolve_config", "run_settings"]
 
 PRESETS: tuple[str, ...] = ("paper", "quick", "smoke")
 
@@ -229,13 +229,16 @@ def resolve_config(
     return config
 
 
-def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
-    """The settings that differ between two configs, as ``key: old -> new`` (dotted keys, sorted).
+def run_settings(config: TrainConfig) -> dict[str, Any]:
+    """What makes a run what it is, as dotted keys: its config less the ``runtime`` section (how it
+    runs, not what: :class:`RuntimeConfig`) and the sections of the algorithms it does not run."""
+    ignored = {"runtime", *(name for name in config.algorithms if name != config.algo)}
+    return {key: value for key, value in flatten(config.to_dict()).items() if key.split(".")[0] not in ignored}
 
-    Left out: the ``runtime`` section (it does not change the algorithm, :class:`RuntimeConfig`) and
-    the sections of algorithms other than the new config's ``algo`` (a run uses its own only)."""
-    ignored = {"runtime"} | {name for name in {*old.algorithms, *new.algorithms} if name != new.algo}
-    return dict_differences(old.to_dict(), new.to_dict(), keep=lambda key: key.split(".")[0] not in ignored)
+
+def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """The settings of :func:`run_settings` that differ between two configs, as ``key: old -> new``."""
+    return dict_differences(run_settings(old), run_settings(new))
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config.yaml") -> TrainConfig:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from empo.config import MODEL_PRESETS, from_dict, merge
+from empo.config import MODEL_PRESETS, flatten, from_dict, merge
 from empo.errors import EmpoError
 
 PRESETS: tuple[str, ...] = MODEL_PRESETS
@@ -234,6 +234,13 @@ def load_model_config(kind: str, preset: str = "paper", overrides: dict[str, Any
     data["kind"] = kind
     data["preset"] = preset
     return from_dict(ModelConfig, data, where=f"model config ({preset})")
+
+
+def model_settings(config: ModelConfig) -> dict[str, Any]:
+    """What makes a model what it is, as dotted keys: its kind, preset and its kind's section (the
+    other kind's settings are carried along in every config but never read)."""
+    return {"kind": config.kind, "preset": config.preset,
+            **flatten(dataclasses.asdict(getattr(config, config.kind)), f"{config.kind}.")}
 
 
 INFERENCE_SAMPLERS: tuple[str, ...] = ("rollout_langevin", "eval_langevin")
