@@ -77,13 +77,12 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def dict_differences(old: dict[str, Any], new: dict[str, Any], keep: typing.Callable[[str], bool] = lambda key: True,
-                     prefix: str = "") -> list[str]:
+def dict_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     """The dotted keys whose values differ between two nested mappings, as ``key: old -> new``
-    (sorted; a key on one side only shows ``(unset)`` on the other); ``keep`` picks the keys compared."""
+    (sorted; a key on one side only shows ``(unset)`` on the other)."""
     a, b = flatten(old), flatten(new)
     shown = {key: (repr(a[key]) if key in a else "(unset)", repr(b[key]) if key in b else "(unset)")
-             for key in set(a) | set(b) if keep(key)}
+             for key in set(a) | set(b)}
     return [f"{prefix}{key}: {was} -> {now}" for key, (was, now) in sorted(shown.items()) if was != now]
 
 

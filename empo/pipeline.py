@@ -326,11 +326,12 @@ def run_or_resume(
 
     run_dir = Path(run_dir)
     previous = load_json_object(run_dir / "summary.json", "the summary of an empo-train run", missing_ok=True)
-    if previous.get("status") == "finished" or (run_dir / CHECKPOINT).is_file():
+    finished, resumable = previous.get("status") == "finished", (run_dir / CHECKPOINT).is_file()
+    if finished or resumable:
         check_same_config(config, run_dir)
-    if previous.get("status") == "finished":
+    if finished:
         return previous, "finished before"
-    if (run_dir / CHECKPOINT).is_file():
+    if resumable:
         return resume(run_dir, device=device, progress=progress, threads=threads, log=log), "resumed"
     summary = train_agent(config, run_dir, device=device, model_dir=model_dir, progress=progress, threads=threads,
                           log=log, command=command)
