@@ -20,6 +20,22 @@ def test_info_json_on_a_d4rl_file(tmp_path, capsys):
     assert np.isclose(out["normalized_score"], 100 * (15 + 20.272305) / (3234.3 + 20.272305))
 
 
+def test_info_checksum_tells_two_builds_apart(tmp_path, capsys):
+    def checksum(name, **override):
+        write_d4rl(tmp_path / name, **override)
+        assert main(["info", "hopper-medium", "--d4rl-path", str(tmp_path / name), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["checksum"]
+
+    same = checksum("a.hdf5")
+    assert len(same) == 16 and int(same, 16) >= 0
+    assert checksum("b.hdf5") == same  # the same steps in another file
+    rewards = np.arange(10, dtype=np.float32)
+    rewards[3] += 1e-3
+    assert checksum("c.hdf5", rewards=rewards) != same  # one reward differs
+    assert main(["info", "hopper-medium", "--d4rl-path", str(tmp_path / "a.hdf5")]) == 0
+    assert f"checksum          {same}" in capsys.readouterr().out
+
+
 def test_build_list_and_info(capsys):
     assert main(["build", "halfcheetah-random", "--size", "2400", "--envs", "2", "--no-progress"]) == 0
     capsys.readouterr()

@@ -10,7 +10,9 @@
 # (the ETM's preset, default PRESET), SIZE (dataset steps, 1000000), DEVICE (auto), RUNTIME_GRAPH
 # (true), AUTHORS (true: the ETM fit with the authors' loss sum, inference clamp 0.5 and step
 # schedule, and the authors' penalty mechanism, as benchmarks/results/fidelity-hopper-medium-cpu.md;
-# false: the presets as they are), BENCH_SECTIONS (bench_gpu.py sections timed on the idle GPU
+# false: the presets as they are), MODEL_ROOT (a carried folder holding one ETM fit per seed as
+# etm-s<SEED>, made elsewhere: no fits here, and the runs use these; MODEL_PRESET and AUTHORS'
+# ETM settings then do not apply), BENCH_SECTIONS (bench_gpu.py sections timed on the idle GPU
 # while the dataset is built; their figures go to $OUT/bench), DEADLINE (seconds from the start by
 # which the runs are stopped, so that their files still come back: 440; no runs start with less
 # than 30 s left); BENCH_PROFILE
@@ -31,6 +33,7 @@ if [ -n "$BENCH_SECTIONS" ]; then  # the GPU is idle while the dataset is built 
     bench_pid=$!
 fi
 python3 -m empo.cli.data build hopper-medium --size "$SIZE" --no-progress 2>&1 | grep -v Warning | tail -n 2
+python3 -m empo.cli.data info hopper-medium | tail -n 1  # compare with `empo-data info` where the models were fit
 echo "dataset: $(elapsed) s"
 if [ -n "$bench_pid" ]; then wait "$bench_pid"; echo "bench (rc $?): $(elapsed) s"; fi
 ETM_SETS=(); PENALTY_SETS=()
@@ -41,12 +44,18 @@ if [ "$AUTHORS" = true ]; then  # the authors' settings, as the CPU fidelity run
 fi
 pids=()
 for seed in $SEEDS; do
+    if [ -n "${MODEL_ROOT:-}" ]; then  # fit elsewhere and carried
+        if [ ! -f "$MODEL_ROOT/etm-s$seed/model.json" ]; then echo "MODEL_ROOT=$MODEL_ROOT has no etm-s$seed/model.json"; exit 4; fi
+        rm -rf "$WORK/etm-s$seed" && cp -r "$MODEL_ROOT/etm-s$seed" "$WORK/etm-s$seed"
+        continue
+    fi
     python3 -m empo.cli.model train --task hopper-medium --model etm --preset "$MODEL_PRESET" --seed "$seed" --device "$DEVICE" \
         "${ETM_SETS[@]}" --no-progress --out "$WORK/etm-s$seed" > "$WORK/etm-s$seed.log" 2>&1 &
     pids+=($!)
 done
 wait_all "${pids[@]}"; fit_failed=$?
 for seed in $SEEDS; do
+    [ -n "${MODEL_ROOT:-}" ] && continue
     tail -n 2 "$WORK/etm-s$seed.log"
     cp "$WORK/etm-s$seed/train_log.csv" "$OUT/etm-s$seed-train-log.csv" 2>/dev/null
     cp "$WORK/etm-s$seed/model.json" "$OUT/etm-s$seed-model.json" 2>/dev/null

@@ -248,7 +248,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     transitions = load_transitions(task.name, d4rl_path=args.d4rl_path, minari_id=args.minari_id)
     summary = transitions.summary(task)
     if args.json:
-        keys = ("transitions", "episodes", "terminals", "timeouts", "mean_return", "normalized_score", "source")
+        keys = ("transitions", "episodes", "terminals", "timeouts", "mean_return", "normalized_score", "source", "checksum")
         out = {key: summary[key] for key in keys}
         out["std_return"] = summary["std_return"]
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}))
@@ -262,6 +262,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"timeouts          {summary['timeouts']}")
     print(f"episode return    {summary['mean_return']:.1f} +- {summary['std_return']:.1f}")
     print(f"normalised score  {score:.1f}" if score is not None else "normalised score  n/a")
+    print(f"checksum          {summary['checksum']} (SHA-256 of the arrays: equal on two machines = the same steps)")
     return 0
 
 
