@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 # The transition-model presets (configs/models/*.yaml), here so that the commands list them without
 # importing torch; empo.models.config.PRESETS is this tuple.
-MODEL_PRESETS: tuple[str, ...] = ("paper", "quick", "quick-warm", "smoke")
+MODEL_PRESETS: tuple[str, ...] = ("paper", "quick", "quick-warm", "quick-accurate", "smoke")
 
 #: integers in configs end up in numpy and torch, whose integers have 64 bits
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
@@ -46,6 +46,19 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise EmpoError(f"{where}: {exc}") from None
+
+
+def packaged_yaml(folder: str, name: str) -> dict[str, Any]:
+    """``configs/<folder>/<name>.yaml`` of the installed package, as a mapping."""
+    import importlib.resources
+
+    resource = importlib.resources.files("empo.configs") / folder / f"{name}.yaml"
+    if not resource.is_file():
+        raise EmpoError(f"configs/{folder}/{name}.yaml is missing from the installed package")
+    data = yaml.safe_load(resource.read_text()) or {}
+    if not isinstance(data, dict):
+        raise EmpoError(f"configs/{folder}/{name}.yaml: expected a mapping at the top level")
+    return data
 
 
 def unknown_key(key: Any, valid: list[str], where: str) -> EmpoError:

@@ -117,7 +117,7 @@ def model_config_for(config: TrainConfig) -> ModelConfig | None:
         if config.model.overrides or config.model.samplers:
             raise EmpoError("model.overrides and model.samplers cannot be used with model_kind=simulator (the simulator is the model)")
         return None
-    model_config = load_model_config(kind, config.model.preset, config.model.overrides or None)
+    model_config = load_model_config(kind, config.model.preset, config.model.overrides or None, task=config.task)
     with_samplers(model_config, config.model.samplers)  # checked now; applied to the model once it is loaded
     return model_config
 

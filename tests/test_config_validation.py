@@ -1,5 +1,7 @@
 """Training configs: every task YAML and preset resolves; unknown keys are errors naming them."""
 
+import copy
+
 import pytest
 
 from empo.data.tasks import task_names
@@ -107,7 +109,7 @@ def test_quick_preset_gives_empo_the_tasks_mopo_coefficient():
 def test_a_task_yamls_preset_section_is_validated(monkeypatch, presets, message):
     from empo.loop import config as loop_config
 
-    monkeypatch.setattr(loop_config, "_read_packaged_yaml", lambda folder, name: {"mopo": {"horizon": 5}, "presets": presets})
+    monkeypatch.setattr(loop_config, "packaged_yaml", lambda folder, name: {"mopo": {"horizon": 5}, "presets": presets})
     with pytest.raises(EmpoError, match=f"configs/tasks/hopper-medium.yaml: {message}"):
         resolve_config("hopper-medium", "empo", "quick")
 
@@ -115,13 +117,80 @@ def test_a_task_yamls_preset_section_is_validated(monkeypatch, presets, message)
 def test_a_misspelt_key_in_a_tasks_preset_section_is_named(monkeypatch):
     from empo.loop import config as loop_config
 
-    real = loop_config._read_packaged_yaml
+    real = loop_config.packaged_yaml
 
     def read(folder, name):
         data = real(folder, name)
         return {**data, "presets": {"quick": {"empo": {"penalty_cof": 1.0}}}} if folder == "tasks" else data
 
-    monkeypatch.setattr(loop_config, "_read_packaged_yaml", read)
+    monkeypatch.setattr(loop_config, "packaged_yaml", read)
     with pytest.raises(EmpoError, match="penalty_cof"):
         resolve_config("hopper-medium", "empo", "quick")
     assert resolve_config("hopper-medium", "empo", "paper").algorithm.penalty_coef == 2.0  # other presets ignore it
+
+
+def test_quick_accurate_is_the_recorded_recipe_with_the_tasks_step_size():
+    # configs/models/quick-accurate.yaml is bench_etm_recipes.py's ens-head8-neg10, whose errors are
+    # recorded, fit for 110 epochs; its samplers: 10 steps from the heads, first step size per task
+    import dataclasses
+
+    from benchmarks.bench_etm_recipes import recipe_config
+    from empo.models import load_model_config
+
+    hopper = load_model_config("etm", "quick-accurate", task="hopper-medium")
+    cheetah = load_model_config("etm", "quick-accurate", task="halfcheetah-medium")
+    recipe = recipe_config("ens-head8-neg10", 110)
+    fit = {key: value for key, value in dataclasses.asdict(recipe.etm).items() if key not in ("rollout_langevin", "eval_langevin")}
+    for config in (hopper, cheetah):
+        assert {key: dataclasses.asdict(config.etm)[key] for key in fit} == fit
+        for sampler in (config.etm.rollout_langevin, config.etm.eval_langevin):
+            assert (sampler.init, sampler.steps) == ("mean_head", 10)
+    assert hopper.etm.rollout_langevin.step_size_start == hopper.etm.eval_langevin.step_size_start == 0.01
+    assert cheetah.etm.rollout_langevin.step_size_start == cheetah.etm.eval_langevin.step_size_start == 0.1
+    # without the task, or for another preset, the task YAML's section does not apply
+    assert load_model_config("etm", "quick-accurate").etm.rollout_langevin.step_size_start == 0.1
+    assert load_model_config("etm", "quick-warm", task="hopper-medium") == load_model_config("etm", "quick-warm")
+    # overrides win over the task's section
+    given = load_model_config("etm", "quick-accurate", {"etm": {"eval_langevin": {"step_size_start": 0.03}}}, task="hopper-medium")
+    assert given.etm.eval_langevin.step_size_start == 0.03 and given.etm.rollout_langevin.step_size_start == 0.01
+    # a run on the preset resolves the task's model settings (what its model cache key and guard compare)
+    from empo.pipeline import model_config_for
+
+    run = resolve_config("hopper-medium", "empo", "quick", overrides={"model": {"preset": "quick-accurate"}})
+    assert model_config_for(run) == hopper
+
+
+@pytest.mark.parametrize("models, message", [
+    ({"quik": {"etm": {"epochs": 1}}}, "models.quik: unknown model preset; valid presets: paper, quick, quick-warm, quick-accurate, smoke"),
+    ({"quick-accurate": [1]}, "models.quick-accurate: expected a mapping"),
+    ("quick", "models: expected a mapping of model preset names"),
+])
+def test_a_task_yamls_model_section_is_validated(monkeypatch, models, message):
+    from empo.loop import config as loop_config
+    from empo.models import config as model_config
+    from empo.models import load_model_config
+
+    task_yaml, real = {"mopo": {"horizon": 5}, "models": models}, model_config.packaged_yaml
+    for module in (loop_config, model_config):
+        # a fresh dict a call, as the file gives (resolve_config pops the task YAML's sections)
+        monkeypatch.setattr(module, "packaged_yaml", lambda folder, name: copy.deepcopy(task_yaml) if folder == "tasks" else real(folder, name))
+    with pytest.raises(EmpoError, match=f"configs/tasks/hopper-medium.yaml: {message}"):
+        resolve_config("hopper-medium", "mopo", "paper")  # checked with any preset, before slow work
+    with pytest.raises(EmpoError, match=f"configs/tasks/hopper-medium.yaml: {message}"):
+        load_model_config("etm", "quick", task="hopper-medium")
+
+
+def test_a_misspelt_key_in_a_tasks_model_section_is_named(monkeypatch):
+    from empo.models import config as model_config
+    from empo.models import load_model_config
+
+    real = model_config.packaged_yaml
+
+    def read(folder, name):
+        data = real(folder, name)
+        return {**data, "models": {"quick": {"etm": {"epohcs": 3}}}} if folder == "tasks" else data
+
+    monkeypatch.setattr(model_config, "packaged_yaml", read)
+    with pytest.raises(EmpoError, match="epohcs.*configs/tasks/hopper-medium.yaml's models.quick|configs/tasks/hopper-medium.yaml's models.quick.*epohcs"):
+        load_model_config("etm", "quick", task="hopper-medium")
+    assert load_model_config("etm", "paper", task="hopper-medium") == load_model_config("etm", "paper")

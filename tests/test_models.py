@@ -425,7 +425,7 @@ def test_a_preset_that_extends_an_unknown_preset_is_an_error(monkeypatch):
     from empo.models import config as model_config
 
     files = {"paper": {}, "quick": {"extends": "quik", "etm": {"epochs": 3}}}
-    monkeypatch.setattr(model_config, "_preset_file", lambda name: dict(files[name]))
+    monkeypatch.setattr(model_config, "packaged_yaml", lambda folder, name: dict(files[name]))
     with pytest.raises(EmpoError, match=r"configs/models/quick.yaml: extends 'quik'"):
         model_config.preset_dict("quick")
     files["quick"]["extends"] = "quick"  # itself: no endless chain

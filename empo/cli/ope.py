@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--estimators", nargs="+", default=["etm", "ftm", "fqe"], choices=("etm", "ftm", "fqe"), help="default: all three"
     )
     parser.add_argument(
-        "--preset", choices=MODEL_PRESETS, default="quick", help="model preset to fit (default quick; quick-warm: docs/models.md)"
+        "--preset", choices=MODEL_PRESETS, default="quick", help="model preset to fit (default quick; quick-warm, quick-accurate: docs/models.md)"
     )
     parser.add_argument(
         "--model-dir", action="append", default=[], type=named_path("etm=DIR or ftm=DIR"), metavar="KIND=DIR", help="use this trained model, e.g. etm=runs/models/x (repeatable)"

@@ -131,7 +131,7 @@ def run_ope(
                 if model.kind != kind:
                     raise EmpoError(f"--model-dir {kind}={config.model_dirs[kind]} holds a {model.kind} model")
             else:
-                model, _ = cached_model(load_model_config(kind, config.preset), task, dataset, config.seed, device, progress, log, threads)
+                model, _ = cached_model(load_model_config(kind, config.preset, task=task.name), task, dataset, config.seed, device, progress, log, threads)
             modes = ("predict", "sample") if config.sample else ("predict",)
             estimators = [
                 ModelEstimator(model, task, dataset, starts=config.starts, horizon=config.horizon, gamma=config.gamma,

@@ -15,17 +15,15 @@ Each registered algorithm has a section named after it at the top level of the d
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
-
 from empo.agents.sac import SACConfig
-from empo.config import dict_differences, flatten, from_dict, merge, unknown_key
+from empo.config import dict_differences, flatten, from_dict, merge, packaged_yaml, unknown_key
 from empo.errors import EmpoError
 from empo.loop.agents import AGENTS, unsupported_settings
 from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
+from empo.models.config import task_model_section
 
 __all__ = ["AlgoConfig", "ModelSection", "PRESETS", "RolloutConfig", "RuntimeConfig", "TrainConfig",
            "TrainingConfig", "config_differences", "config_from_dict", "resolve_config", "run_settings"]
@@ -89,7 +87,7 @@ class ModelSection:
     """The transition model's preset (configs/models/), overrides of its fit, e.g. {etm: {epochs: 10}},
     and of its inference samplers (``samplers``)."""
 
-    preset: Literal["paper", "quick", "quick-warm", "smoke"] = "paper"  # empo.models.config.PRESETS
+    preset: Literal["paper", "quick", "quick-warm", "quick-accurate", "smoke"] = "paper"  # empo.models.config.PRESETS
     overrides: dict[str, Any] = field(default_factory=dict)
     # The ETM's inference samplers, e.g. {etm: {rollout_langevin: {steps: 10}}}: applied to the model
     # the run uses (cached, --model-dir or new) without a new fit; not part of the model cache key.
@@ -148,24 +146,15 @@ class TrainConfig:
         return {**head, **sections, **data}
 
 
-def _read_packaged_yaml(folder: str, name: str) -> dict[str, Any]:
-    resource = importlib.resources.files("empo.configs") / folder / f"{name}.yaml"
-    if not resource.is_file():
-        raise EmpoError(f"configs/{folder}/{name}.yaml is missing from the installed package")
-    data = yaml.safe_load(resource.read_text()) or {}
-    if not isinstance(data, dict):
-        raise EmpoError(f"configs/{folder}/{name}.yaml: expected a mapping at the top level")
-    return data
-
-
 def task_config_dict(task: str, preset: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The task YAML's settings, and its ``presets.<preset>`` section: what ``preset`` sets
     differently on this task (empty without ``preset`` or such a section)."""
     from empo.data.tasks import get_task
 
     get_task(task)  # a misspelt task name is an error listing the valid ones
-    data = _read_packaged_yaml("tasks", task)
+    data = packaged_yaml("tasks", task)
     per_preset = data.pop("presets", None) or {}
+    task_model_section(task, "paper", data.pop("models", None))  # its model presets' sections: checked, not run settings
     where = f"configs/tasks/{task}.yaml"
     if not isinstance(per_preset, dict):
         raise EmpoError(f"{where}: presets: expected a mapping of preset names to settings, got {per_preset!r}")
@@ -180,7 +169,7 @@ def task_config_dict(task: str, preset: str | None = None) -> tuple[dict[str, An
 def preset_config_dict(preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
         raise EmpoError(f"unknown preset '{preset}'; valid presets: {', '.join(PRESETS)}")
-    return _read_packaged_yaml("presets", preset)
+    return packaged_yaml("presets", preset)
 
 
 def _with_algorithm_sections(data: dict[str, Any], where: str) -> dict[str, Any]:

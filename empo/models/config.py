@@ -7,13 +7,12 @@ hold the presets (quick and smoke override paper). Unknown keys are errors namin
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
 
-from empo.config import MODEL_PRESETS, flatten, from_dict, merge
+from empo.config import MODEL_PRESETS, flatten, from_dict, merge, packaged_yaml
 from empo.errors import EmpoError
 
 PRESETS: tuple[str, ...] = MODEL_PRESETS
@@ -190,14 +189,6 @@ class ModelConfig:
             raise ValueError(f"ftm.elites must be between 1 and ensemble_size, got {self.ftm.elites}")
 
 
-def _preset_file(name: str) -> dict[str, Any]:
-    text = (importlib.resources.files("empo.configs") / "models" / f"{name}.yaml").read_text()
-    loaded = yaml.safe_load(text) or {}
-    if not isinstance(loaded, dict):
-        raise EmpoError(f"configs/models/{name}.yaml: expected a mapping at the top level")
-    return loaded
-
-
 def preset_dict(preset: str) -> dict[str, Any]:
     """The YAML of one preset as a dict: merged over the preset its ``extends:`` names (quick-warm
     over quick), and every preset over paper."""
@@ -206,34 +197,65 @@ def preset_dict(preset: str) -> dict[str, Any]:
     chain: list[dict[str, Any]] = []
     name: str | None = preset
     while name is not None and name != "paper":
-        loaded = _preset_file(name)
+        loaded = packaged_yaml("models", name)
         parent = loaded.pop("extends", None)
         if parent is not None and (parent not in PRESETS or parent == preset or len(chain) >= len(PRESETS)):
             raise EmpoError(f"configs/models/{name}.yaml: extends {parent!r}, expected another preset of {', '.join(PRESETS)}")
         chain.append(loaded)
         name = parent
-    data = _preset_file("paper")
+    data = packaged_yaml("models", "paper")
     for loaded in reversed(chain):
         data = merge(data, loaded)
     return data
 
 
-def load_model_config(kind: str, preset: str = "paper", overrides: dict[str, Any] | None = None) -> ModelConfig:
+_UNREAD = object()
+
+
+def task_model_section(task: str, preset: str, sections: Any = _UNREAD) -> dict[str, Any]:
+    """What ``configs/tasks/<task>.yaml`` sets differently for the model preset ``preset`` (its
+    ``models: {<preset>: ...}`` section; empty without one), all of the file's sections validated.
+    ``sections``: the ``models`` value when the caller has read the file already."""
+    where = f"configs/tasks/{task}.yaml"
+    if sections is _UNREAD:
+        sections = packaged_yaml("tasks", task).get("models")
+    sections = sections or {}
+    if not isinstance(sections, dict):
+        raise EmpoError(f"{where}: models: expected a mapping of model preset names to settings, got {sections!r}")
+    for name, section in sections.items():
+        if name not in PRESETS:
+            raise EmpoError(f"{where}: models.{name}: unknown model preset; valid presets: {', '.join(PRESETS)}")
+        if not isinstance(section, dict):
+            raise EmpoError(f"{where}: models.{name}: expected a mapping of keys to values, got {section!r}")
+    return sections.get(preset, {})
+
+
+def load_model_config(
+    kind: str, preset: str = "paper", overrides: dict[str, Any] | None = None, task: str | None = None
+) -> ModelConfig:
     """Build the config of a ``kind`` ("etm" or "ftm") model from a preset plus overrides.
 
-    ``overrides`` is a nested dict, e.g. ``{"etm": {"epochs": 10}}``; unknown keys raise
-    :class:`EmpoError` naming the key.
+    With ``task``, the task YAML's ``models.<preset>`` section (settings of the preset that depend
+    on the task, e.g. the samplers' first step size of ``quick-accurate``) applies over the preset
+    and before ``overrides``. ``overrides`` is a nested dict, e.g. ``{"etm": {"epochs": 10}}``;
+    unknown keys raise :class:`EmpoError` naming the key.
     """
     if kind not in KINDS:
         raise EmpoError(f"unknown model kind '{kind}'; valid kinds: {', '.join(KINDS)}")
     data = preset_dict(preset)
+    where = f"model config ({preset})"
+    if task is not None:
+        section = task_model_section(task, preset)
+        if section:
+            data = merge(data, section)
+            where = f"model config ({preset}, with configs/tasks/{task}.yaml's models.{preset})"
     if overrides:
         if not isinstance(overrides, dict):
             raise EmpoError(f"model config overrides: expected a mapping, got {type(overrides).__name__}")
         data = merge(data, overrides)
     data["kind"] = kind
     data["preset"] = preset
-    return from_dict(ModelConfig, data, where=f"model config ({preset})")
+    return from_dict(ModelConfig, data, where=where)
 
 
 def model_settings(config: ModelConfig) -> dict[str, Any]:
