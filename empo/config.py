@@ -61,6 +61,20 @@ def packaged_yaml(folder: str, name: str) -> dict[str, Any]:
     return data
 
 
+def preset_sections(value: Any, key: str, presets: tuple[str, ...], where: str, what: str = "preset") -> dict[str, dict[str, Any]]:
+    """A YAML's ``key: {<preset>: {...}}`` (settings of presets that depend on the file's subject, e.g.
+    a task), validated: a mapping of known preset names to mappings; empty when absent."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise EmpoError(f"{where}: {key}: expected a mapping of {what} names to settings, got {value!r}")
+    for name, section in value.items():
+        if name not in presets:
+            raise EmpoError(f"{where}: {key}.{name}: unknown {what}; valid presets: {', '.join(presets)}")
+        if not isinstance(section, dict):
+            raise EmpoError(f"{where}: {key}.{name}: expected a mapping of keys to values, got {section!r}")
+    return value
+
+
 def unknown_key(key: Any, valid: list[str], where: str) -> EmpoError:
     """The error for a key that is not one of ``valid``: it names the key, the closest valid one and all of them."""
     close = difflib.get_close_matches(str(key), valid, n=1)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from empo.agents.sac import SACConfig
-from empo.config import dict_differences, flatten, from_dict, merge, packaged_yaml, unknown_key
+from empo.config import dict_differences, flatten, from_dict, merge, packaged_yaml, preset_sections, unknown_key
 from empo.errors import EmpoError
 from empo.loop.agents import AGENTS, unsupported_settings
 from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
@@ -153,16 +153,8 @@ def task_config_dict(task: str, preset: str | None = None) -> tuple[dict[str, An
 
     get_task(task)  # a misspelt task name is an error listing the valid ones
     data = packaged_yaml("tasks", task)
-    per_preset = data.pop("presets", None) or {}
     task_model_section(task, "paper", data.pop("models", None))  # its model presets' sections: checked, not run settings
-    where = f"configs/tasks/{task}.yaml"
-    if not isinstance(per_preset, dict):
-        raise EmpoError(f"{where}: presets: expected a mapping of preset names to settings, got {per_preset!r}")
-    for name, section in per_preset.items():
-        if name not in PRESETS:
-            raise EmpoError(f"{where}: presets.{name}: unknown preset; valid presets: {', '.join(PRESETS)}")
-        if not isinstance(section, dict):
-            raise EmpoError(f"{where}: presets.{name}: expected a mapping of keys to values, got {section!r}")
+    per_preset = preset_sections(data.pop("presets", None), "presets", PRESETS, f"configs/tasks/{task}.yaml")
     return data, per_preset.get(preset, {}) if preset is not None else {}
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import yaml
 
-from empo.config import MODEL_PRESETS, flatten, from_dict, merge, packaged_yaml
+from empo.config import MODEL_PRESETS, flatten, from_dict, merge, packaged_yaml, preset_sections
 from empo.errors import EmpoError
 
 PRESETS: tuple[str, ...] = MODEL_PRESETS
@@ -216,17 +216,9 @@ def task_model_section(task: str, preset: str, sections: Any = _UNREAD) -> dict[
     """What ``configs/tasks/<task>.yaml`` sets differently for the model preset ``preset`` (its
     ``models: {<preset>: ...}`` section; empty without one), all of the file's sections validated.
     ``sections``: the ``models`` value when the caller has read the file already."""
-    where = f"configs/tasks/{task}.yaml"
     if sections is _UNREAD:
         sections = packaged_yaml("tasks", task).get("models")
-    sections = sections or {}
-    if not isinstance(sections, dict):
-        raise EmpoError(f"{where}: models: expected a mapping of model preset names to settings, got {sections!r}")
-    for name, section in sections.items():
-        if name not in PRESETS:
-            raise EmpoError(f"{where}: models.{name}: unknown model preset; valid presets: {', '.join(PRESETS)}")
-        if not isinstance(section, dict):
-            raise EmpoError(f"{where}: models.{name}: expected a mapping of keys to values, got {section!r}")
+    sections = preset_sections(sections, "models", PRESETS, f"configs/tasks/{task}.yaml", "model preset")
     return sections.get(preset, {})
 
 
