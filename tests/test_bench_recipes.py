@@ -60,3 +60,16 @@ def test_a_finished_fit_is_rescored_at_other_step_sizes(recipes, tmp_path):
     assert sorted(["2", "2@0.1", "2@0.01", "0"], key=recipes.parse_eval_key) == ["0", "2@0.01", "2@0.1", "2"]
     # kept in curve.json, so a rerun does not score them again
     assert json.loads((tmp_path / "hopper-medium" / "tiny" / "curve.json").read_text())["by_eval_steps"] == scored
+
+
+def test_the_sampler_benchmark_sets_every_start_itself():
+    # a model whose own evaluation sampler starts from its heads (quick-warm, quick-accurate) was
+    # measured from them under the name "zeros" before the start was set explicitly
+    from benchmarks.bench_sampler_steps import sampler_for
+    from empo.models import LangevinConfig
+
+    base = LangevinConfig(steps=10, noise=0.5, init="mean_head", chains=2, step_size_start=0.01, step_size_end=1e-5)
+    starts = {start: sampler_for(base, 5, start) for start in ("zeros", "ftm-warm", "chains-4", "head-warm")}
+    assert {start: (s.init, s.chains) for start, s in starts.items()} == {
+        "zeros": ("zeros", 1), "ftm-warm": ("zeros", 1), "chains-4": ("uniform", 4), "head-warm": ("mean_head", 1)}
+    assert all(s.steps == 5 and s.noise == 0.0 and s.step_size_start == 0.01 for s in starts.values())
