@@ -5,6 +5,8 @@ Resolution order, later wins: dataclass defaults (the published settings, docs/t
 <- ``configs/tasks/<task>.yaml`` (horizon and penalty per algorithm) <- ``configs/presets/<preset>.yaml``
 (cost: epochs, rollout batch, model preset) <- the task YAML's ``presets: {<preset>: ...}`` section
 (a preset's settings that depend on the task) <- command-line overrides (``--set key=value``).
+The task YAML's ``models: {<model preset>: ...}`` section is the model's (empo.models.config), not
+the run's: the run's model config resolves it for the run's task.
 The resolved config is written into the run directory as ``config.yaml``.
 
 Each registered algorithm has a section named after it at the top level of the dict and YAML form

@@ -1,7 +1,9 @@
 """Model configs: every published ETM and FTM setting as a default (docs/models.md, docs/method.md "FTM").
 
-The dataclass defaults are the ``paper`` preset; ``configs/models/{paper,quick,smoke}.yaml``
-hold the presets (quick and smoke override paper). Unknown keys are errors naming the key.
+The dataclass defaults are the ``paper`` preset; ``configs/models/*.yaml`` hold the presets (each
+over paper, or over the preset its ``extends:`` names). For a task, the task YAML's ``models:
+{<preset>: ...}`` section applies over its preset, and overrides over both. Unknown keys are errors
+naming the key.
 """
 
 from __future__ import annotations
