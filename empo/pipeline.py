@@ -319,9 +319,11 @@ def run_or_resume(
     log: Log = print,
     model_dir: str | Path | None = None,
     command: str | None = None,
+    on_start: Callable[[], Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Bring the run in ``run_dir`` to its end whatever state it is in: (summary, how), how being
-    "finished before" (its summary, nothing run), "resumed" (from its checkpoint) or "started"."""
+    "finished before" (its summary, nothing run), "resumed" (from its checkpoint) or "started".
+    ``on_start`` is called once the run is known to need work, before it resumes or starts."""
     from empo.loop.trainer import CHECKPOINT
 
     run_dir = Path(run_dir)
@@ -331,6 +333,8 @@ def run_or_resume(
         check_same_config(config, run_dir)
     if finished:
         return previous, "finished before"
+    if on_start is not None:
+        on_start()
     if resumable:
         return resume(run_dir, device=device, progress=progress, threads=threads, log=log), "resumed"
     summary = train_agent(config, run_dir, device=device, model_dir=model_dir, progress=progress, threads=threads,

@@ -32,6 +32,9 @@ from empo.utils import atomic_write_text
 
 INDEX = "sweep.json"
 SPEC_YAML = "sweep.yaml"
+# written into a run's folder by the worker that starts it: how the main process of a pool or Ray
+# sweep learns that a queued run is running
+STARTED = ".sweep-started"
 
 
 @dataclass
@@ -167,7 +170,8 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
         log_file = (run_dir / "log.txt").open("a", buffering=1)  # line by line, so that tail -f follows the run
         with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
             config = resolve_config(run.task, run.algo, run.preset, run.seed, run.overrides or None)
-            summary, how = run_or_resume(config, run_dir, device=device, progress=False, command=f"empo-sweep {run.run_id}")
+            summary, how = run_or_resume(config, run_dir, device=device, progress=False, command=f"empo-sweep {run.run_id}",
+                                         on_start=lambda: atomic_write_text(run_dir / STARTED, f"{os.getpid()} {time.time():.3f}\n"))
             status = "skipped (finished before)" if how == "finished before" else "finished"
         return {"status": status, "summary": summary, "seconds": time.perf_counter() - started}
     except BaseException as exc:  # a failing run is recorded; the sweep goes on (KeyboardInterrupt included)
@@ -241,24 +245,57 @@ def run_sweep(
         (bar.write if progress else log)(f"{run.run_id}: {result['status']}{note}" + (f" ({result['error']})" if result.get("error") else ""))
         bar.update(1)
 
+    def started(run: RunSpec) -> None:
+        index.update(run.run_id, status="running")
+        (bar.write if progress else log)(f"{run.run_id}: running")
+
     try:
         with _sigterm_interrupts():
             if spec.engine == "ray":
-                _run_on_ray(spec, runs, str(sweep_dir), index, record)
+                _run_on_ray(spec, runs, str(sweep_dir), index, record, started)
             else:
-                _run_local(spec, runs, str(sweep_dir), index, record)
+                _run_local(spec, runs, str(sweep_dir), index, record, started)
     finally:
         bar.close()
     return json.loads(index.path.read_text())
 
 
-def _run_local(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: SweepIndex, record: Callable) -> None:
+def _finished(run_dir: Path) -> bool:
+    from empo.config import load_json_object
+
+    with contextlib.suppress(EmpoError):
+        return load_json_object(run_dir / "summary.json", "run summary", missing_ok=True).get("status") == "finished"
+    return False
+
+
+class _StartWatch:
+    """The queued runs of a pool or Ray sweep, each announced once as running when its worker has
+    written its folder's start marker (after this watch was made: older markers are earlier sweeps')."""
+
+    def __init__(self, runs: list[RunSpec], sweep_dir: str, on_start: Callable[[RunSpec], None]) -> None:
+        self.waiting = {run.run_id: run for run in runs}
+        self.sweep_dir, self.on_start, self.since = Path(sweep_dir), on_start, time.time()
+
+    def ended(self, run: RunSpec) -> None:
+        self.waiting.pop(run.run_id, None)  # a run that ended between two looks (a skip) is not announced
+
+    def look(self) -> None:
+        for run_id in list(self.waiting):
+            with contextlib.suppress(OSError):
+                if (self.sweep_dir / run_id / STARTED).stat().st_mtime >= self.since:
+                    self.on_start(self.waiting.pop(run_id))
+
+
+def _run_local(
+    spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: SweepIndex, record: Callable, started: Callable
+) -> None:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     if spec.workers == 1:
         for run in runs:
-            index.update(run.run_id, status="running")
+            if not _finished(Path(sweep_dir) / run.run_id):  # a finished run is only looked at: not announced
+                started(run)
             result = run_one(run, sweep_dir, spec.threads_per_run, spec.device)
             record(run, result)
             if result["status"] == "interrupted":  # Ctrl-C: the run kept its last checkpoint; stop the sweep
@@ -268,14 +305,20 @@ def _run_local(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: Swee
     others = {child.pid for child in multiprocessing.active_children()}
     with ProcessPoolExecutor(max_workers=spec.workers, mp_context=context, initializer=_worker_signals) as pool:
         futures = {}
+        watch = _StartWatch(runs, sweep_dir, started)
         for run in runs:
             futures[pool.submit(run_one, run, sweep_dir, spec.threads_per_run, spec.device)] = run
             index.update(run.run_id, status="queued")
-        recorded = set()
+        recorded: set[Any] = set()
         try:
-            for future in as_completed(futures):
-                record(futures[future], future.result())
-                recorded.add(future)
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    watch.ended(futures[future])
+                    record(futures[future], future.result())
+                    recorded.add(future)
+                watch.look()
         except KeyboardInterrupt:
             _stop_pool(pool, futures, recorded, others, index, record)
             raise
@@ -307,7 +350,9 @@ def _stop_pool(pool: Any, futures: dict[Any, RunSpec], recorded: set[Any], other
     pool.shutdown(wait=True)
 
 
-def _run_on_ray(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: SweepIndex, record: Callable) -> None:
+def _run_on_ray(
+    spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: SweepIndex, record: Callable, started: Callable
+) -> None:
     try:
         import ray
     except ImportError:
@@ -319,14 +364,18 @@ def _run_on_ray(spec: SweepSpec, runs: list[RunSpec], sweep_dir: str, index: Swe
     try:
         remote = ray.remote(num_cpus=spec.threads_per_run, num_gpus=spec.gpus_per_run)(run_one)
         pending = {}
+        watch = _StartWatch(runs, sweep_dir, started)
         for run in runs:
             pending[remote.remote(run, sweep_dir, spec.threads_per_run, spec.device)] = run
             index.update(run.run_id, status="queued")
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
-                    record(pending.pop(ref), ray.get(ref))
+                    run = pending.pop(ref)
+                    watch.ended(run)
+                    record(run, ray.get(ref))
+                watch.look()
         except KeyboardInterrupt:
             for ref, run in pending.items():  # a running task gets a KeyboardInterrupt and keeps its checkpoint
                 ray.cancel(ref)

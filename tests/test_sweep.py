@@ -72,7 +72,9 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, tiny_dataset, capsys):
     assert resumed["epochs"] == 2 and "resuming" in (out / "hopper-random-mopo-smoke-s1" / "log.txt").read_text()
     # the index's "final" is the finished policy's own evaluation, as in the report
     assert index["runs"][1]["final_eval_normalized_score"] == resumed["final_eval_normalized_score"] is not None
-    capsys.readouterr()
+    said = capsys.readouterr().out
+    for seed in (0, 1):  # each state change of a pooled run is one line: running (a worker started it), then finished
+        assert 0 <= said.index(f"hopper-random-mopo-smoke-s{seed}: running") < said.index(f"hopper-random-mopo-smoke-s{seed}: finished")
     # again, from the folder alone and without checkpoints (as committed: benchmarks/sweeps/.gitignore):
     # nothing is run twice
     for run in index["runs"]:
@@ -80,6 +82,7 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, tiny_dataset, capsys):
     assert sweep_main(["--out", str(out), "--no-progress"]) == 0
     assert [r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == ["skipped (finished before)"] * 2
     said = capsys.readouterr().out
+    assert ": running" not in said  # a sequential sweep announces each run it starts: here none ran
     with pytest.raises(EmpoError, match=r"mopo.penalty_coef: 1.0 -> 3.0"):  # a finished run too
         run_or_resume(resolve_config("hopper-random", "mopo", "smoke", 1, {"training": {"epochs": 2}, "mopo": {"penalty_coef": 3.0}}),
                       out / "hopper-random-mopo-smoke-s1", device="cpu", progress=False)
@@ -130,10 +133,13 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, tiny_dataset):
     assert runs["hopper-random-mopo-smoke-s1"]["status"] == "finished"
 
 
-def test_ray_engine_runs_a_smoke_sweep(tmp_path, tiny_dataset):
+def test_ray_engine_runs_a_smoke_sweep(tmp_path, tiny_dataset, capsys):
     out = tmp_path / "ray"
-    assert sweep_main([*SMOKE, "--seeds", "0", "1", "--engine", "ray", "--workers", "2", "--out", str(out)]) == 0
+    assert sweep_main([*SMOKE, "--seeds", "0", "1", "--engine", "ray", "--workers", "2", "--out", str(out), "--no-progress"]) == 0
     assert [r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == ["finished", "finished"]
+    said = capsys.readouterr().out
+    for seed in (0, 1):
+        assert 0 <= said.index(f"hopper-random-mopo-smoke-s{seed}: running") < said.index(f"hopper-random-mopo-smoke-s{seed}: finished")
 
 
 LOCK_CHILD = """
