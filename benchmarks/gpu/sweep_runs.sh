@@ -27,7 +27,11 @@ for task in $TASKS; do
     pids+=($!)
 done
 wait_all "${pids[@]}"; build_failed=$?
-for task in $TASKS; do grep -v Warning "$WORK/build-$task.log" | tail -n 1; done
+for task in $TASKS; do
+    grep -v Warning "$WORK/build-$task.log" | tail -n 1
+    # the device's build can differ from the CPU machine's (README, "Data"): compare with `empo-data info TASK` there
+    python3 -m empo.cli.data info "$task" 2>/dev/null | tail -n 1
+done
 echo "datasets: $(elapsed) s"
 if [ "$build_failed" != 0 ]; then echo "a dataset build failed (its log: above); no runs"; exit 4; fi
 time_left 60
@@ -39,4 +43,4 @@ timeout -s INT -k 30 "$LIMIT" python3 -m empo.cli.sweep --tasks $TASKS --algos $
 echo "sweep: $(elapsed) s"
 python3 -m empo.cli.report "$WORK/sweep" --out "$WORK/sweep/report" 2>&1 | tail -n 3
 cp "$WORK/sweep/report/report.md" "$OUT/report.md" 2>/dev/null
-tar czf "$OUT/sweep.tar.gz" --exclude=checkpoint.pt --exclude=tb -C "$WORK" sweep
+tar czf "$OUT/sweep.tar.gz" --exclude=checkpoint.pt --exclude=.sweep-started --exclude=tb -C "$WORK" sweep
