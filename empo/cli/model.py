@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="paper",
         help="settings: paper (the published settings, docs/method.md; a GPU recipe), quick (ETM about 22 min, FTM about 3 min on 1M transitions, 2-core CPU), "
         "quick-warm (the quick ETM with warm-started chains: more updates at a quarter of the cost each, about 18 min; docs/models.md), "
-        "quick-accurate (quick-warm with one mean head per member trained 8x per update, 4,400 updates in about 30 CPU min: "
-        "at or below the quick FTM on hopper-medium; docs/models.md), "
+        "quick-accurate (quick-warm with one mean head per member trained 8x per update; 4,400 updates, about 15 min on an idle "
+        "2-core CPU, 8,400 on halfcheetah-medium: about as accurate as the quick FTM or more; docs/models.md), "
         "smoke (seconds; checks the plumbing) (default: paper)",
     )
     train.add_argument(
