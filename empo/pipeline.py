@@ -327,11 +327,10 @@ def run_or_resume(
     from empo.loop.trainer import CHECKPOINT
 
     run_dir = Path(run_dir)
-    previous = load_json_object(run_dir / "summary.json", "the summary of an empo-train run", missing_ok=True)
-    finished, resumable = previous.get("status") == "finished", (run_dir / CHECKPOINT).is_file()
-    if finished or resumable:
+    previous, resumable = finished_summary(run_dir), (run_dir / CHECKPOINT).is_file()
+    if previous is not None or resumable:
         check_same_config(config, run_dir)
-    if finished:
+    if previous is not None:
         return previous, "finished before"
     if on_start is not None:
         on_start()
@@ -340,6 +339,12 @@ def run_or_resume(
     summary = train_agent(config, run_dir, device=device, model_dir=model_dir, progress=progress, threads=threads,
                           log=log, command=command)
     return summary, "started"
+
+
+def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The summary of the run in ``run_dir`` if that run finished, else None."""
+    summary = load_json_object(Path(run_dir) / "summary.json", "the summary of an empo-train run", missing_ok=True)
+    return summary if summary.get("status") == "finished" else None
 
 
 def check_same_config(config: TrainConfig, run_dir: str | Path) -> None:

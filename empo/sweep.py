@@ -261,10 +261,10 @@ def run_sweep(
 
 
 def _finished(run_dir: Path) -> bool:
-    from empo.config import load_json_object
+    from empo.pipeline import finished_summary
 
-    with contextlib.suppress(EmpoError):
-        return load_json_object(run_dir / "summary.json", "run summary", missing_ok=True).get("status") == "finished"
+    with contextlib.suppress(EmpoError):  # an unreadable summary: run_or_resume names it when the run is tried
+        return finished_summary(run_dir) is not None
     return False
 
 
