@@ -293,8 +293,11 @@ def test_a_signal_to_the_main_process_alone_stops_a_pool_sweep(tmp_path, tiny_da
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "empo.cli.sweep", "--tasks", "hopper-random", "--algos", "mopo", "--presets", "smoke",
                "--set", "training.epochs=100000", "--seeds", "0", "1", "2", "--workers", "2", "--no-progress", "--out", str(out)]
-    # its own session, so that a failing test can end the workers it leaves behind
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # its own session, so that a failing test can end the workers it leaves behind; SIGINT at its default,
+    # since a suite started in the background (`.ci/run &`, nohup) hands its children SIGINT ignored, and
+    # Python keeps an inherited SIG_IGN: such a sweep is stopped by SIGTERM, not by `kill -INT`
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         running = [out / f"hopper-random-mopo-smoke-s{seed}" / "checkpoint.pt" for seed in (0, 1)]
         deadline = time.time() + 240
