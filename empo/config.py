@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 # The transition-model presets (configs/models/*.yaml), here so that the commands list them without
 # importing torch; empo.models.config.PRESETS is this tuple.
-MODEL_PRESETS: tuple[str, ...] = ("paper", "quick", "quick-warm", "quick-accurate", "smoke")
+MODEL_PRESETS: tuple[str, ...] = ("paper", "quick", "quick-warm", "quick-accurate", "learn", "smoke")
 
 #: integers in configs end up in numpy and torch, whose integers have 64 bits
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1

@@ -131,6 +131,9 @@ KEY_COMPATIBLE_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("etm", "mean_head_hidden_size"): 0,
     ("etm", "mean_head_updates"): 1,
     **{("etm", sampler, "init_noise"): 0.0 for sampler in ("train_langevin", "rollout_langevin", "eval_langevin")},
+    ("etm", "early_stop_patience"): None,
+    ("etm", "early_stop_improvement"): 0.01,
+    **{(kind, cap): None for kind in ("etm", "ftm") for cap in ("max_updates", "max_minutes")},
 }
 
 
@@ -447,8 +450,10 @@ def _run(
 
         evaluator = PolicyEvaluator(task, config.training.eval_episodes, device)
     dataset = transitions.qlearning().to_tensors(device)
+    episode_starts = torch.as_tensor(transitions.observations[transitions.episode_starts])  # the diagnostics' start states
     trainer = Trainer(
-        config, dataset, model, run_dir, device=device, task=task, evaluator=evaluator, progress=progress, threads=threads
+        config, dataset, model, run_dir, device=device, task=task, evaluator=evaluator, progress=progress, threads=threads,
+        start_observations=episode_starts,
     )
     if resuming:
         trainer.load_checkpoint()

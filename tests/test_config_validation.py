@@ -102,7 +102,7 @@ def test_quick_preset_gives_empo_the_tasks_mopo_coefficient():
 
 
 @pytest.mark.parametrize("presets, message", [
-    ({"quik": {"empo": {"penalty_coef": 1.0}}}, "presets.quik: unknown preset; valid presets: paper, quick, smoke"),
+    ({"quik": {"empo": {"penalty_coef": 1.0}}}, "presets.quik: unknown preset; valid presets: paper, learn, quick, smoke"),
     ({"quick": 1.0}, "presets.quick: expected a mapping"),
     ([1], "presets: expected a mapping of preset names"),
 ])
@@ -164,7 +164,7 @@ def test_quick_accurate_is_the_recorded_recipe_with_the_tasks_step_size():
 
 
 @pytest.mark.parametrize("models, message", [
-    ({"quik": {"etm": {"epochs": 1}}}, "models.quik: unknown model preset; valid presets: paper, quick, quick-warm, quick-accurate, smoke"),
+    ({"quik": {"etm": {"epochs": 1}}}, "models.quik: unknown model preset; valid presets: paper, quick, quick-warm, quick-accurate, learn, smoke"),
     ({"quick-accurate": [1]}, "models.quick-accurate: expected a mapping"),
     ("quick", "models: expected a mapping of model preset names"),
 ])

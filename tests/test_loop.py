@@ -107,7 +107,8 @@ class ExplodingModel(FakeDynamics):
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"eval_episodes": 0}})
+    # no diagnostics: their model steps would count towards explode_after
+    config = resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"eval_episodes": 0}, "diagnostics": {"start_states": 0}})
     dataset = synthetic_transitions().qlearning().to_tensors("cpu")
     trainer = Trainer(config, dataset, ExplodingModel(explode_after=5), tmp_path, progress=False)
     with pytest.raises(EmpoError, match=r"diverged in epoch 2: non-finite .*model outputs.*checkpoint \(epoch 1\)"):
@@ -126,7 +127,8 @@ def test_trainer_with_a_fake_model_fills_the_model_buffer(tmp_path):
     trainer = Trainer(config, dataset, model, tmp_path, progress=False)
     summary = trainer.run()
     assert summary["updates"] == 40 and summary["final_normalized_score"] is None
-    assert model.calls[0] == config.rollout.start_states
+    # the first step measures the model's penalty on the data (every row of this small dataset), the next is a rollout's
+    assert model.calls[:2] == [len(dataset["observations"]), config.rollout.start_states]
     assert 0 < len(trainer.model_buffer) <= config.model_buffer_capacity
 
 

@@ -22,6 +22,7 @@ from empo.cli.common import (
 from empo.errors import EmpoError
 from empo.loop.agents import AGENTS
 from empo.loop.algorithms import ALGORITHMS
+from empo.loop.config import PRESETS
 
 DESCRIPTION = """\
 Train an offline model-based agent (EMPO with an ETM ensemble, or MOPO with a Gaussian FTM
@@ -42,6 +43,9 @@ presets (cost of the agent phase; the model preset follows the same name):
          episodes, the quick model preset (ETM about 22 min). Not the published recipe in two
          places: LayerNorm critics and EMPO penalty coefficient 5.0 (docs/training.md). A CPU
          check of the method, not the paper's scores: benchmarks/results/learning-hopper-medium-quick-*.md.
+  learn  at most 3 h of one CPU thread, models included (being measured: docs/training.md,
+         "The learn preset"): models fitted until their holdout error stops improving (under a
+         cap), 200 epochs x 1000 updates, 10k-state rollouts, the penalty in data units.
   smoke  seconds: 4 tiny epochs, to check that everything runs. Learns nothing.
   Without --preset: paper on a CUDA device, quick on a CPU (the first line says which).
 
@@ -75,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--preset",
-        choices=("paper", "quick", "smoke"),
+        choices=PRESETS,
         help="cost preset (see below); default: paper on a CUDA device, quick on a CPU",
     )
     add_seed_argument(parser, help="seed of the model, the agent and evaluation")

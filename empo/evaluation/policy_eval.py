@@ -35,6 +35,11 @@ class EvalResult:
     lengths: list[int]
     normalized_scores: list[float]
     video: Path | None = None  # the recorded first episode, when the evaluator recorded one
+    # per episode: the return discounted by ``gamma``, and the return and length over the first
+    # ``prefix_steps`` steps (what the loop's diagnostics set against a model rollout that long)
+    discounted_returns: list[float] | None = None
+    prefix_returns: list[float] | None = None
+    prefix_lengths: list[int] | None = None
 
     @property
     def mean_return(self) -> float:
@@ -116,13 +121,18 @@ class PolicyEvaluator:
         self.envs.close()
 
     @torch.no_grad()
-    def evaluate(self, policy: Callable[[torch.Tensor], torch.Tensor], seed: int) -> EvalResult:
-        """Run each sub-env for one episode (episode i seeded ``seed + i``); returns per-episode figures."""
+    def evaluate(
+        self, policy: Callable[[torch.Tensor], torch.Tensor], seed: int, gamma: float = 0.99, prefix_steps: int | None = None
+    ) -> EvalResult:
+        """Run each sub-env for one episode (episode i seeded ``seed + i``); returns per-episode figures
+        (the discounted returns with ``gamma``; the prefix figures over ``prefix_steps``, default all)."""
         if self.recorder is not None:
             self.recorder.name_prefix = f"{self.task.name}-seed{seed}"
             self._record_next, self._video_path = True, None
         obs, _ = self.envs.reset(seed=[seed + i for i in range(self.episodes)])
         returns = np.zeros(self.episodes)
+        discounted = np.zeros(self.episodes)
+        prefix_returns = np.zeros(self.episodes)
         lengths = np.zeros(self.episodes, dtype=np.int64)
         running = np.ones(self.episodes, dtype=bool)
         steps = 0
@@ -131,7 +141,11 @@ class PolicyEvaluator:
             action = policy(obs_t).cpu().numpy()
             obs, reward, terminated, truncated, _ = self.envs.step(action)
             # sub-envs that already finished are auto-reset; their further steps do not count
-            returns += np.where(running, reward, 0.0)
+            counted = np.where(running, reward, 0.0)
+            returns += counted
+            discounted += gamma**steps * counted
+            if prefix_steps is None or steps < prefix_steps:
+                prefix_returns += counted
             lengths += running
             running &= ~(terminated | truncated)
             steps += 1
@@ -143,7 +157,9 @@ class PolicyEvaluator:
                 self.recorder.stop_recording()
             video = self._video_path if self._video_path is not None and self._video_path.is_file() else None
         scores = [self.task.normalized_score(r) for r in returns]
-        return EvalResult([float(r) for r in returns], [int(n) for n in lengths], scores, video)
+        prefix_lengths = lengths if prefix_steps is None else np.minimum(lengths, prefix_steps)
+        return EvalResult([float(r) for r in returns], [int(n) for n in lengths], scores, video,
+                          discounted.tolist(), prefix_returns.tolist(), [int(n) for n in prefix_lengths])
 
 
 def evaluate_policy(

@@ -39,6 +39,11 @@ class AlgoConfig:
     # Upper clamp of the SAC temperature used in the losses, applied after each update (the
     # authors' EMPO clamps alpha to [0, 1]); None: no clamp.
     alpha_max: float | None = None
+    # The unit of the penalty. "raw": the model's uncertainty as it comes (published; its scale
+    # depends on the model kind, its fit and the task). "data": divided by the model's mean
+    # penalty on the dataset's own transitions, measured before the first rollout, so that a
+    # transition as uncertain as the data costs penalty_coef reward (docs/fidelity.md). Not in the paper.
+    penalty_unit: Literal["raw", "data"] = "raw"
 
     def __post_init__(self) -> None:
         if self.horizon < 1:

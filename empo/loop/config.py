@@ -25,12 +25,13 @@ from empo.config import dict_differences, flatten, from_dict, merge, packaged_ya
 from empo.errors import EmpoError
 from empo.loop.agents import AGENTS, unsupported_settings
 from empo.loop.algorithms import ALGORITHMS, AlgoConfig, get_algorithm
+from empo.loop.diagnostics import DiagnosticsConfig
 from empo.models.config import task_model_section
 
 __all__ = ["AlgoConfig", "ModelSection", "PRESETS", "RolloutConfig", "RuntimeConfig", "TrainConfig",
            "TrainingConfig", "config_differences", "config_from_dict", "resolve_config", "run_settings"]
 
-PRESETS: tuple[str, ...] = ("paper", "quick", "smoke")
+PRESETS: tuple[str, ...] = ("paper", "learn", "quick", "smoke")
 
 
 @dataclass
@@ -89,7 +90,7 @@ class ModelSection:
     """The transition model's preset (configs/models/), overrides of its fit, e.g. {etm: {epochs: 10}},
     and of its inference samplers (``samplers``)."""
 
-    preset: Literal["paper", "quick", "quick-warm", "quick-accurate", "smoke"] = "paper"  # empo.models.config.PRESETS
+    preset: Literal["paper", "quick", "quick-warm", "quick-accurate", "learn", "smoke"] = "paper"  # empo.models.config.PRESETS
     overrides: dict[str, Any] = field(default_factory=dict)
     # The ETM's inference samplers, e.g. {etm: {rollout_langevin: {steps: 10}}}: applied to the model
     # the run uses (cached, --model-dir or new) without a new fit; not part of the model cache key.
@@ -104,7 +105,7 @@ def _default_algorithms() -> dict[str, AlgoConfig]:
 class TrainConfig:
     task: str = "hopper-medium"
     algo: str = "empo"  # a name in empo.loop.algorithms.ALGORITHMS
-    preset: Literal["paper", "quick", "smoke"] = "paper"
+    preset: Literal["paper", "learn", "quick", "smoke"] = "paper"
     seed: int = 0
     # who learns from the loop's data: a name in empo.loop.agents.AGENTS (sac: the built-in SAC;
     # sb3-sac, tianshou-sac: those frameworks' SAC, docs/integrations.md)
@@ -116,6 +117,7 @@ class TrainConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     model: ModelSection = field(default_factory=ModelSection)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -214,8 +216,8 @@ def resolve_config(
 
 def run_settings(config: TrainConfig) -> dict[str, Any]:
     """What makes a run what it is, as dotted keys: its config less the ``runtime`` section (how it
-    runs, not what: :class:`RuntimeConfig`) and the sections of the algorithms it does not run."""
-    ignored = {"runtime", *(name for name in config.algorithms if name != config.algo)}
+    runs, not what: :class:`RuntimeConfig`), the ``diagnostics`` (they change no update) and the sections of the algorithms it does not run."""
+    ignored = {"runtime", "diagnostics", *(name for name in config.algorithms if name != config.algo)}
     return {key: value for key, value in flatten(config.to_dict()).items() if key.split(".")[0] not in ignored}
 
 

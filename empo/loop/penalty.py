@@ -37,8 +37,15 @@ class Penalty:
     decay_scale: float = 100.0
 
     @classmethod
-    def of(cls, algo: AlgoConfig) -> Penalty:
-        return cls(algo.penalty_coef, algo.penalty_at, algo.penalty_decay, algo.decay_scale)
+    def of(cls, algo: AlgoConfig, data_penalty: float | None = None) -> Penalty:
+        """The algorithm's penalty; with ``penalty_unit: data`` its coefficient is divided by
+        ``data_penalty`` (the model's mean penalty on the dataset), which is then required."""
+        coef = algo.penalty_coef
+        if algo.penalty_unit == "data":
+            if data_penalty is None or not data_penalty > 0:
+                raise ValueError(f"penalty_unit: data needs the model's mean penalty on the data, a positive number; got {data_penalty}")
+            coef = coef / data_penalty
+        return cls(coef, algo.penalty_at, algo.penalty_decay, algo.decay_scale)
 
     def coefficients(
         self, next_obs: torch.Tensor, policy: Policy | None = None, q_function: QFunction | None = None

@@ -26,6 +26,7 @@ from empo.errors import EmpoError
 from empo.loop.agents import AgentContext, LoopAgent, build_agent
 from empo.loop.buffers import TransitionBuffer
 from empo.loop.config import TrainConfig
+from empo.loop.diagnostics import DATA_PENALTY_ROWS, DIAGNOSTICS, data_penalty, empty_row, model_return
 from empo.loop.graphed import apply_tf32, check_runtime, sync_debug
 from empo.loop.penalty import Penalty
 from empo.loop.rollout import rollout
@@ -65,6 +66,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     *UPDATE_METRICS,
     *(f"rollout_{name}" for name in ROLLOUT_METRICS),
     "model_buffer_size",
+    *(f"diag_{name}" for name in DIAGNOSTICS),
     "time_rollout",
     "time_update",
     "time_eval",
@@ -99,6 +101,7 @@ class Trainer:
         progress: bool = True,
         log: Callable[[str], Any] = print,
         threads: ThreadCounter | None = None,
+        start_observations: torch.Tensor | None = None,
     ) -> None:
         self.config = config
         self.task = task or get_task(config.task)
@@ -118,12 +121,17 @@ class Trainer:
         self.model_buffer = TransitionBuffer(
             config.model_buffer_capacity, self.task.obs_dim, self.task.act_dim, self.device
         )
-        self.penalty = Penalty.of(config.algorithm)  # where and how the model's uncertainty meets the reward
-        # separate streams so that changing one consumer (e.g. the rollout batch) leaves the others' draws alone
         self.sample_generator = torch.Generator(device=self.device)
         self.sample_generator.manual_seed(config.seed * 7919 + 11)
         self.rollout_generator = torch.Generator(device=self.device)
         self.rollout_generator.manual_seed(config.seed * 7919 + 23)
+        self.diag_generator = torch.Generator(device=self.device)  # the diagnostics' own: they change no draw of the run
+        self.diag_generator.manual_seed(config.seed * 7919 + 37)
+        self._setup_diagnostics(dataset, start_observations)
+        try:  # where and how the model's uncertainty meets the reward
+            self.penalty = Penalty.of(config.algorithm, self.data_penalty_mean)
+        except ValueError as exc:
+            raise EmpoError(f"{config.algo}: {exc}") from None
 
         self.epoch = 0  # epochs completed
         self.updates = 0
@@ -145,6 +153,47 @@ class Trainer:
         self.reported = [name in self.agent.metric_names for name in UPDATE_METRICS]
 
     # ------------------------------------------------------------------------------------ setup
+    def _setup_diagnostics(self, dataset: dict[str, torch.Tensor], start_observations: torch.Tensor | None) -> None:
+        """The start states the diagnostics roll out from (episode starts of the data when given,
+        else dataset states), and the Q bound max(reward) / (1 - gamma)."""
+        cfg = self.config.diagnostics
+        pick = torch.Generator().manual_seed(self.config.seed * 7919 + 41)
+        pool = start_observations if start_observations is not None and len(start_observations) else dataset["observations"]
+        index = torch.randperm(int(pool.shape[0]), generator=pick)[: cfg.start_states]
+        self.diag_start_obs = pool[index.to(pool.device)].to(self.device, torch.float32)
+        # the model's mean penalty on the data, once (its unit with penalty_unit: data; the diagnostics'
+        # reference); its own generator, so that a resumed run measures the same value
+        data_index = torch.randperm(int(dataset["observations"].shape[0]), generator=pick)[:DATA_PENALTY_ROWS].to(self.device)
+        fixed = torch.Generator(device=self.device).manual_seed(self.config.seed * 7919 + 43)
+        needed = cfg.start_states > 0 or self.config.algorithm.penalty_unit == "data"
+        self.data_penalty_mean = data_penalty(self.model, dataset["observations"][data_index].to(self.device),
+                                              dataset["actions"][data_index].to(self.device), fixed) if needed else float("nan")
+        self.q_bound = float(dataset["rewards"].max()) / max(1.0 - self.config.sac.gamma, 1e-8)
+
+    def diagnostics(self, evaluation: Any | None) -> dict[str, float]:
+        """The epoch's diagnostics (empo/loop/diagnostics.py); NaN where they are off or lack an input."""
+        cfg = self.config.diagnostics
+        row = empty_row()
+        if cfg.start_states == 0 or (self.epoch + 1) % cfg.every != 0:  # self.epoch: epochs before this one
+            return row
+        policy = lambda obs: self.agent.act(obs, deterministic=True)  # noqa: E731
+        row.update(model_return(self.model, policy, self.diag_start_obs, cfg.horizon, self.penalty, self.diag_generator))
+        with torch.no_grad():
+            row["q_start"] = float(self.agent.q_value(self.diag_start_obs, policy(self.diag_start_obs)).mean())
+        row["q_bound"] = self.q_bound
+        stats = self.last_rollout_stats
+        raw, penalised = stats["raw_reward_mean"], stats["penalised_reward_mean"]
+        row["penalty_to_reward"] = (raw - penalised) / abs(raw) if raw else float("nan")
+        if self.data_penalty_mean > 0:  # NaN or 0: nothing to compare with
+            row["data_penalty_mean"] = self.data_penalty_mean
+            row["penalty_vs_data"] = stats["penalty_mean"] / self.data_penalty_mean
+        if evaluation is not None and evaluation.prefix_returns is not None:
+            row["real_return"] = float(np.mean(evaluation.prefix_returns))
+            row["real_length"] = float(np.mean(evaluation.prefix_lengths))
+            row["real_discounted_return"] = float(np.mean(evaluation.discounted_returns))
+            row["exploitation_gap"] = row["model_return"] - row["real_return"]
+        return row
+
     def _check_model_shapes(self) -> None:
         check_dynamics(self.model, self.task, where="the transition model")
 
@@ -168,6 +217,7 @@ class Trainer:
             "model_buffer": self.model_buffer.state_dict(),
             "sample_generator": self.sample_generator.get_state(),
             "rollout_generator": self.rollout_generator.get_state(),
+            "diag_generator": self.diag_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(),
@@ -191,6 +241,8 @@ class Trainer:
         self.model_buffer.load_state_dict(state["model_buffer"])
         self.sample_generator.set_state(state["sample_generator"].cpu())
         self.rollout_generator.set_state(state["rollout_generator"].cpu())
+        if "diag_generator" in state:  # checkpoints from before the diagnostics have none
+            self.diag_generator.set_state(state["diag_generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
@@ -239,6 +291,9 @@ class Trainer:
             "best_return": finite_or_none(self.best_return),
             "wall_time_s": round(self.wall_time, 3),
             "device": str(self.device),
+            # the model's mean raw penalty on the data, and the coefficient the run applies to the raw penalty
+            "data_penalty_mean": finite_or_none(self.data_penalty_mean),
+            "penalty_coef_applied": self.penalty.coef,
             # the finished policy over training.final_eval_episodes episodes: the figure to report
             "final_eval_normalized_score": self.final_eval["normalized_score"] if self.final_eval else None,
             "final_eval": self.final_eval,
@@ -319,12 +374,15 @@ class Trainer:
 
         t0 = time.perf_counter()
         eval_return = eval_return_std = score = score_std = eval_length = float("nan")
+        result = None
         if self.evaluator is not None and cfg.training.eval_episodes > 0:
             result = self.evaluator.evaluate(
-                lambda obs: self.agent.act(obs, deterministic=True), seed=cfg.seed * 1_000_000 + self.epoch * 1000
+                lambda obs: self.agent.act(obs, deterministic=True), seed=cfg.seed * 1_000_000 + self.epoch * 1000,
+                gamma=cfg.sac.gamma, prefix_steps=cfg.diagnostics.horizon,
             )
             eval_return, eval_return_std = result.mean_return, result.std_return
             score, score_std, eval_length = result.mean_score, result.std_score, result.mean_length
+        diagnostics = self.diagnostics(result)
         time_eval = time.perf_counter() - t0
         time_epoch = time.perf_counter() - epoch_start
         self.epoch += 1
@@ -345,6 +403,7 @@ class Trainer:
             **dict(zip(UPDATE_METRICS, means.tolist(), strict=True)),
             **{f"rollout_{name}": value for name, value in self.last_rollout_stats.items()},
             "model_buffer_size": len(self.model_buffer),
+            **{f"diag_{name}": value for name, value in diagnostics.items()},
             "time_rollout": time_rollout,
             "time_update": time_update,
             "time_eval": time_eval,
@@ -377,6 +436,7 @@ class Trainer:
             "eval": ("eval_return", "eval_return_std", "normalized_score", "normalized_score_std", "eval_length"),
             "sac": UPDATE_METRICS,
             "rollout": tuple(f"rollout_{name}" for name in ROLLOUT_METRICS) + ("model_buffer_size",),
+            "diag": tuple(f"diag_{name}" for name in DIAGNOSTICS),
             "time": ("time_rollout", "time_update", "time_eval", "time_epoch", "wall_time"),
         }
         scalars = {f"{group}/{name.removeprefix(group + '_')}": row[name] for group, names in groups.items() for name in names}

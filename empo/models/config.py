@@ -74,6 +74,19 @@ class LangevinConfig:
             )
 
 
+def check_budget(section: Any) -> None:
+    """The early-stopping and cap settings a model kind's section shares, checked."""
+    patience = getattr(section, "early_stop_patience", None)
+    if patience is not None and patience < 1:
+        raise ValueError(f"early_stop_patience must be >= 1 (or null: off), got {patience}")
+    if not section.early_stop_improvement >= 0:
+        raise ValueError(f"early_stop_improvement must be >= 0, got {section.early_stop_improvement}")
+    if section.max_updates is not None and section.max_updates < 1:
+        raise ValueError(f"max_updates must be >= 1 (or null: no cap), got {section.max_updates}")
+    if section.max_minutes is not None and not section.max_minutes > 0:
+        raise ValueError(f"max_minutes must be positive (or null: no cap), got {section.max_minutes}")
+
+
 def _train_langevin() -> LangevinConfig:
     return LangevinConfig(steps=50, noise=0.5, step_size_start=0.1, step_size_end=1e-3, init="uniform")
 
@@ -129,8 +142,20 @@ class ETMConfig:
     # 24,000 updates, not the 6,000 a 30-minute CPU fit gives them at 1
     # (benchmarks/results/mean-heads-hopper-medium-cpu.md; 4 in etm-recipes-hopper-medium-cpu.md).
     mean_head_updates: int = 1
+    # Early stopping on the holdout error of the evaluation sampler (the mean over next-state and
+    # reward dimensions of the raw-unit MSE, as the FTM's rule): the fit ends after this many epochs
+    # without a relative improvement above early_stop_improvement, and the best epoch's ETM is kept.
+    # None: off, the published fixed ``epochs``. Not in the paper (docs/models.md, "Fits that stop").
+    early_stop_patience: int | None = None
+    early_stop_improvement: float = 0.01
+    # A budget that ends the fit wherever it stands (None: none); said on the console and in the
+    # model's meta (``stopped_by``) when it binds. Updates are deterministic; minutes count the fit's
+    # epochs on this machine (a resumed fit counts on from its checkpoint).
+    max_updates: int | None = None
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
+        check_budget(self)
         if self.mean_head_ensemble and not self.mean_head:
             raise ValueError("mean_head_ensemble needs mean_head: true")
         if self.mean_head_updates > 1 and not self.mean_head:
@@ -172,6 +197,14 @@ class FTMConfig:
     logvar_loss_coef: float = 0.01  # pulls the soft bounds of the log-variance together
     max_logvar_init: float = 0.5
     min_logvar_init: float = -10.0
+    # A budget that ends the fit wherever it stands (None: none); said on the console and in the
+    # model's meta (``stopped_by``) when it binds. Updates are deterministic; minutes count the fit's
+    # epochs on this machine (a resumed fit counts on from its checkpoint).
+    max_updates: int | None = None
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        check_budget(self)
 
 
 @dataclass

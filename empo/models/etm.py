@@ -9,6 +9,7 @@ members together (each on its own minibatch, so members stay independent as if t
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from empo.models.config import ETMConfig, LangevinConfig, ModelConfig
 from empo.models.dynamics import DynamicsModel, StepResult
 from empo.models.energy_grad import sampler_grad_fn
 from empo.models.energy_net import EnergyEnsemble
-from empo.models.fitting import DeviceTimer, EnsembleTrainer
+from empo.models.fitting import DeviceTimer, EnsembleTrainer, HoldoutStopper, holdout_target_mse
 from empo.models.langevin import langevin_sample
 from empo.models.layers import EnsembleLinear, MaxAbsScaler
 
@@ -221,9 +222,35 @@ class ETMTrainer(EnsembleTrainer):
         self.optimizer = torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.loss_per_row = self.cfg.loss_reduction == "sum"
         self.done = False
+        self.stopper = HoldoutStopper(self.cfg.early_stop_improvement, self.cfg.early_stop_patience)
+        self.best_state: dict[str, Tensor] | None = None
 
     def max_epochs(self) -> int:
         return self.cfg.epochs
+
+    def end_epoch(self, errors: dict[str, float]) -> None:
+        """With ``early_stop_patience``: keep the best epoch's ETM by its holdout target MSE, stop when it stalls."""
+        if self.cfg.early_stop_patience is None:
+            return
+        target_mse = holdout_target_mse(errors, self.model.obs_dim)
+        if self.stopper.improves(torch.tensor([target_mse]))[0]:
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        errors["holdout_target_mse_best"] = float(self.stopper.best[0])
+        self.done = self.stopper.stalled()
+
+    def finish(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "stopper": self.stopper.state_dict(), "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if "stopper" in state:  # checkpoints written before early stopping existed have neither
+            self.stopper.load_state_dict(state["stopper"])
+            best = state["best_state"]
+            self.best_state = None if best is None else {k: v.to(self.x.device) for k, v in best.items()}
 
     def holdout_rows(self, n_hold: int) -> int:
         return min(self.cfg.holdout_eval_size, n_hold)  # Langevin prediction is costly

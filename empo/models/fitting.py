@@ -51,6 +51,44 @@ class DeviceTimer:
         return out
 
 
+class HoldoutStopper:
+    """OfflineRL-Kit's early-stopping rule over holdout errors, one per member (or one for all).
+
+    A member improves when its error falls by more than ``improvement`` of its best; the fit has
+    stalled after ``patience`` epochs in which no member improved (never, with ``patience`` None).
+    """
+
+    def __init__(self, improvement: float, patience: int | None) -> None:
+        self.improvement, self.patience = improvement, patience
+        self.best: Tensor | None = None
+        self.epochs_since_update = 0
+
+    def improves(self, errors: Tensor) -> Tensor:
+        """Record one epoch's ``errors`` [members] (CPU); returns which members improved (their best is now these)."""
+        errors = errors.detach().cpu().double()
+        if self.best is None:
+            self.best = torch.full_like(errors, float("inf"))
+        improved = torch.isinf(self.best) | ((self.best - errors) / self.best > self.improvement)
+        self.best = torch.where(improved, errors, self.best)
+        self.epochs_since_update = 0 if bool(improved.any()) else self.epochs_since_update + 1
+        return improved
+
+    def stalled(self) -> bool:
+        return self.patience is not None and self.epochs_since_update >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "epochs_since_update": self.epochs_since_update}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.epochs_since_update = state["best"], int(state["epochs_since_update"])
+
+
+def holdout_target_mse(errors: dict[str, float], obs_dim: int) -> float:
+    """The raw-unit MSE over all target dimensions (next state and reward) from the per-part errors
+    of ``empo.models.train.holdout_errors``: the FTM's early-stopping error, for a whole ensemble."""
+    return (obs_dim * errors["holdout_next_obs_mse"] + errors["holdout_reward_mse"]) / (obs_dim + 1)
+
+
 class EnsembleTrainer:
     """What every model kind's trainer shares: the epoch's length, each member's minibatch rows, the update.
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from empo.models.config import FTMConfig, ModelConfig
 from empo.models.dynamics import DynamicsModel, StepResult
-from empo.models.fitting import DeviceTimer, EnsembleTrainer
+from empo.models.fitting import DeviceTimer, EnsembleTrainer, HoldoutStopper
 from empo.models.layers import EnsembleLinear
 
 
@@ -110,10 +110,8 @@ class FTMTrainer(EnsembleTrainer):
         self.x, self.y = model.input_scaler(x), y
         self.x_hold, self.y_hold = model.input_scaler(x_hold), y_hold
         self.optimizer = torch.optim.Adam(model.net.parameters(), lr=self.cfg.lr)
-        members = model.members
-        self.best_mse = torch.full((members,), float("inf"))
+        self.stopper = HoldoutStopper(self.cfg.early_stop_improvement, self.cfg.early_stop_patience)
         self.best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
-        self.epochs_since_update = 0
         self.epochs = 0
         self.done = False
 
@@ -132,22 +130,15 @@ class FTMTrainer(EnsembleTrainer):
     def end_epoch(self, errors: dict[str, float]) -> None:
         """Early stopping: a member improves if its holdout MSE drops by more than 1% of its best."""
         mse = self.member_holdout_mse()
-        improved = (self.best_mse - mse) / self.best_mse > self.cfg.early_stop_improvement
-        improved |= torch.isinf(self.best_mse)
+        improved = self.stopper.improves(mse)
         if bool(improved.any()):
             mask = improved.to(self.x.device)
             for name, value in self.model.net.state_dict().items():
                 keep = mask.view(-1, *([1] * (value.dim() - 1)))
                 self.best_state[name] = torch.where(keep, value, self.best_state[name]).detach().clone()
-            self.best_mse = torch.where(improved, mse, self.best_mse)
-            self.epochs_since_update = 0
-        else:
-            self.epochs_since_update += 1
         self.epochs += 1
         errors["member_holdout_mse_min"] = float(mse.min())
-        if self.epochs_since_update >= self.cfg.early_stop_patience or (
-            self.cfg.max_epochs is not None and self.epochs >= self.cfg.max_epochs
-        ):
+        if self.stopper.stalled() or (self.cfg.max_epochs is not None and self.epochs >= self.cfg.max_epochs):
             self.done = True
 
     def finish(self) -> None:
@@ -159,17 +150,18 @@ class FTMTrainer(EnsembleTrainer):
     def state_dict(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer.state_dict(),
-            "best_mse": self.best_mse,
+            "stopper": self.stopper.state_dict(),
             "best_state": self.best_state,
-            "epochs_since_update": self.epochs_since_update,
             "epochs": self.epochs,
             "done": self.done,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.best_mse = state["best_mse"]
+        if "stopper" in state:
+            self.stopper.load_state_dict(state["stopper"])
+        else:  # a checkpoint written before the stopper was shared with the ETM
+            self.stopper.load_state_dict({"best": state["best_mse"].double(), "epochs_since_update": state["epochs_since_update"]})
         self.best_state = {k: v.to(self.x.device) for k, v in state["best_state"].items()}
-        self.epochs_since_update = int(state["epochs_since_update"])
         self.epochs = int(state["epochs"])
         self.done = bool(state["done"])

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint.pt"
 LOG_CSV = "train_log.csv"
 CONFIG_YAML = "config.yaml"
-LOG_FIELDS = ("epoch", "loss", "holdout_next_obs_mse", "holdout_reward_mse", "sampler_s", "epoch_s")
+LOG_FIELDS = ("epoch", "loss", "holdout_next_obs_mse", "holdout_reward_mse", "sampler_s", "epoch_s", "updates", "fit_minutes")
 
 
 def holdout_size(n: int, fraction: float, minimum: int, maximum: int | None) -> int:
@@ -128,11 +128,13 @@ def train_dynamics(
     eval_rows = trainer.holdout_rows(n_hold)
 
     start_epoch = 0
+    fit_seconds = 0.0  # the fit's epochs on this machine, for the minutes cap and the holdout curve
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         trainer.load_state_dict(checkpoint["trainer"])
         generator.set_state(checkpoint["generator"])
         start_epoch = int(checkpoint["epoch"])
+        fit_seconds = float(checkpoint.get("fit_seconds", 0.0))
     save_yaml(config, out_dir / CONFIG_YAML)
 
     # TensorBoard's step is the number of model updates; on resume, what was logged after the checkpoint goes
@@ -143,9 +145,10 @@ def train_dynamics(
         recorder.csv_path.unlink()  # a new fit in this folder starts a new log
     timer = DeviceTimer(device)
     epoch = start_epoch
+    stopped_by = None
     try:
         errors: dict[str, float] = {}
-        while epoch < epochs and not trainer.done:
+        while epoch < epochs and not trainer.done and stopped_by is None:
             if threads is not None:
                 threads.update()
             started = time.perf_counter()
@@ -157,13 +160,19 @@ def train_dynamics(
             errors = holdout_errors(model, x_hold[:eval_rows], y_hold[:eval_rows], generator)
             trainer.end_epoch(errors)
             epoch += 1
+            epoch_s = time.perf_counter() - started
+            fit_seconds += epoch_s
             row = {
                 "epoch": epoch,
                 "loss": float(mean_loss),
                 **errors,
                 "sampler_s": timer.total(),
-                "epoch_s": time.perf_counter() - started,
+                "epoch_s": epoch_s,
+                "updates": epoch * updates_per_epoch,
+                "fit_minutes": fit_seconds / 60.0,
             }
+            if not trainer.done and epoch < epochs:
+                stopped_by = binding_cap(sub, row["updates"], fit_seconds)
             recorder.log_scalars({f"model/{key}": value for key, value in row.items() if key != "epoch"}, epoch * updates_per_epoch)
             recorder.log_row({key: row[key] for key in LOG_FIELDS})
             if progress:
@@ -179,16 +188,26 @@ def train_dynamics(
                 "model": model.state_dict(),
                 "trainer": trainer.state_dict(),
                 "generator": generator.get_state(),
+                "fit_seconds": fit_seconds,
             }
             recorder.save_checkpoint(snapshot)
             if on_epoch is not None and on_epoch(epoch, model):
                 # the saved model's meta says it is a partial fit, for whoever reads it (a benchmark's report);
                 # an FTM that stopped early on its own in this epoch finished normally
-                if epoch < epochs and not trainer.done:
+                if epoch < epochs and not trainer.done and stopped_by is None:
                     model.meta = {**model.meta, "ended_early_at_epoch": epoch, "epochs_planned": epochs}
+                    stopped_by = "caller"
                 break
     finally:
         recorder.close()
+    if stopped_by is None:
+        stopped_by = "early_stopping" if trainer.done and epoch < epochs else "epochs"
+    elif stopped_by != "caller":
+        message = (f"{config.kind} fit: the cap {stopped_by} binds after epoch {epoch} ({epoch * updates_per_epoch} updates, "
+                   f"{fit_seconds / 60:.1f} min); the holdout error had not stopped improving")
+        (tqdm.write if progress else print)(message)
+    model.meta = {**model.meta, "stopped_by": stopped_by, "fit_epochs": epoch, "fit_updates": epoch * updates_per_epoch,
+                  "fit_minutes": round(fit_seconds / 60.0, 2)}
     trainer.finish()
     model.eval()
     model.save(out_dir)
@@ -201,6 +220,15 @@ def train_dynamics(
         finally:
             recorder.close()
     return model
+
+
+def binding_cap(section: Any, updates: int, fit_seconds: float) -> str | None:
+    """Which cap of a model kind's ``section`` ends the fit now (``max_updates=N``, ``max_minutes=M``), or None."""
+    if section.max_updates is not None and updates >= section.max_updates:
+        return f"max_updates={section.max_updates}"
+    if section.max_minutes is not None and fit_seconds >= 60.0 * section.max_minutes:
+        return f"max_minutes={section.max_minutes:g}"
+    return None
 
 
 def flat_settings(settings: dict[str, Any], prefix: str) -> dict[str, Any]:

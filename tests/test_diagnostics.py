@@ -1,0 +1,137 @@
+"""The loop's per-epoch diagnostics: model return against real return, the penalty, Q against its bound."""
+
+import csv
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+import empo.cli.train as train_cli
+from empo import pipeline
+from empo.data.tasks import get_task
+from empo.errors import EmpoError
+from empo.evaluation.policy_eval import PolicyEvaluator
+from empo.loop.config import resolve_config
+from empo.loop.diagnostics import DIAGNOSTICS, data_penalty, model_return
+from empo.loop.penalty import Penalty
+from empo.loop.trainer import Trainer
+from tests.test_loop_support import FakeDynamics, synthetic_transitions
+
+
+@dataclass
+class Step:
+    next_obs: torch.Tensor
+    reward: torch.Tensor
+    terminal: torch.Tensor
+    penalty: torch.Tensor
+
+
+class CountingModel:
+    """Reward 1 a step, penalty 2; a sample ends after ``life`` = its first coordinate steps."""
+
+    def step(self, obs, act, generator=None):
+        next_obs = obs.clone()
+        next_obs[:, 0] -= 1
+        ones = torch.ones(obs.shape[0])
+        return Step(next_obs, ones, next_obs[:, 0] <= 0, 2 * ones)
+
+
+def test_the_model_return_sums_raw_and_penalised_rewards_until_each_sample_terminates():
+    start = torch.tensor([[3.0, 0.0], [100.0, 0.0]])  # the first ends after 3 steps, the second lives on
+    out = model_return(CountingModel(), lambda obs: torch.zeros(obs.shape[0], 1), start, horizon=10,
+                       penalty=Penalty(0.25), generator=torch.Generator())
+    assert out["model_length"] == pytest.approx((3 + 10) / 2)
+    assert out["model_return"] == pytest.approx((3 + 10) / 2)
+    assert out["model_penalised_return"] == pytest.approx((3 + 10) / 2 * (1 - 0.25 * 2))
+
+
+def test_the_data_penalty_is_the_mean_penalty_of_the_data_transitions():
+    model = FakeDynamics()
+    obs, act = torch.zeros(6000, 11), torch.rand(6000, 3)
+    assert data_penalty(model, obs, act, torch.Generator()) == pytest.approx(float(act.abs().sum(dim=1).mean()), rel=1e-5)
+
+
+def test_the_evaluator_reports_discounted_and_prefix_returns():
+    task = get_task("hopper-medium")
+    evaluator = PolicyEvaluator(task, episodes=2)
+    policy = lambda obs: torch.zeros(obs.shape[0], 3)  # noqa: E731  (hopper falls within a few hundred steps)
+    try:
+        full = evaluator.evaluate(policy, seed=3, gamma=1.0)
+        prefix = evaluator.evaluate(policy, seed=3, gamma=0.5, prefix_steps=5)
+    finally:
+        evaluator.close()
+    assert full.discounted_returns == pytest.approx(full.returns) and full.prefix_returns == pytest.approx(full.returns)
+    assert prefix.returns == pytest.approx(full.returns) and prefix.prefix_lengths == [5, 5]
+    # each healthy step is worth about 1 (alive bonus) and discounting by 0.5 keeps less than two of them
+    assert all(4 < r < 6 for r in prefix.prefix_returns) and all(r < 2.1 for r in prefix.discounted_returns)
+
+
+def test_a_smoke_run_logs_every_diagnostic_and_they_are_consistent(tmp_path, monkeypatch):
+    data = synthetic_transitions(n=600)
+    monkeypatch.setattr(pipeline, "prepare_dataset", lambda *args, **kwargs: data)
+    run_dir = tmp_path / "run"
+    argv = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--run-dir", str(run_dir), "--no-progress",
+            "--set", "diagnostics.horizon=20", "--set", "diagnostics.every=2"]
+    assert train_cli.main(argv) == 0
+    with (run_dir / "progress.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    odd, even = rows[0], rows[1]  # diagnostics on epochs 2 and 4 only
+    assert all(math.isnan(float(odd[f"diag_{name}"])) for name in DIAGNOSTICS)
+    values = {name: float(even[f"diag_{name}"]) for name in DIAGNOSTICS}
+    assert all(math.isfinite(v) for v in values.values()), values
+    assert values["exploitation_gap"] == pytest.approx(values["model_return"] - values["real_return"], abs=1e-3)
+    assert 1 <= values["model_length"] <= 20 and 1 <= values["real_length"] <= 20
+    assert values["q_bound"] == pytest.approx(float(data.rewards.max()) / (1 - 0.99), rel=1e-4)
+    assert values["data_penalty_mean"] > 0 and values["penalty_vs_data"] > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert {"diag/exploitation_gap", "diag/q_start", "diag/penalty_vs_data"} <= set(events.Tags()["scalars"])
+
+
+def test_diagnostics_change_no_update_of_the_run(tmp_path):
+    """The same run with and without them: the same actor, the same scores (their draws are their own)."""
+    dataset = synthetic_transitions().qlearning().to_tensors("cpu")
+    actors = []
+    for start_states in (0, 8):
+        config = resolve_config("hopper-medium", "mopo", "smoke", overrides={
+            "training": {"eval_episodes": 0, "epochs": 2}, "diagnostics": {"start_states": start_states, "horizon": 5}})
+        trainer = Trainer(config, dataset, FakeDynamics(), tmp_path / str(start_states), progress=False)
+        trainer.run()
+        actors.append(trainer.agent.state_dict()["actor"])
+    assert all(torch.equal(actors[0][k], actors[1][k]) for k in actors[0])
+
+
+def test_bad_diagnostics_settings_are_errors_naming_them():
+    with pytest.raises(EmpoError, match="horizon"):
+        resolve_config("hopper-medium", "mopo", "smoke", overrides={"diagnostics": {"horizon": 0}})
+    with pytest.raises(EmpoError, match="horizn"):
+        resolve_config("hopper-medium", "mopo", "smoke", overrides={"diagnostics": {"horizn": 5}})
+    assert np.isfinite(resolve_config("hopper-medium", "mopo", "smoke").diagnostics.horizon)
+
+
+def test_a_penalty_in_data_units_divides_the_coefficient_by_the_models_mean_penalty_on_the_data(tmp_path):
+    dataset = synthetic_transitions().qlearning().to_tensors("cpu")
+    model = FakeDynamics()
+    expected = float(dataset["actions"].abs().sum(dim=1).mean())  # FakeDynamics' penalty: |a|_1; every row is measured
+    for unit, coef in (("raw", 5.0), ("data", 5.0 / expected)):
+        config = resolve_config("hopper-medium", "mopo", "smoke", overrides={
+            "training": {"eval_episodes": 0}, "mopo": {"penalty_coef": 5.0, "penalty_unit": unit}})
+        trainer = Trainer(config, dataset, model, tmp_path / unit, progress=False)
+        assert trainer.data_penalty_mean == pytest.approx(expected, rel=1e-5)
+        assert trainer.penalty.coef == pytest.approx(coef, rel=1e-5)
+        assert trainer.summary()["penalty_coef_applied"] == pytest.approx(coef, rel=1e-5)
+
+
+def test_a_penalty_in_data_units_needs_a_positive_data_penalty(tmp_path):
+    class Certain(FakeDynamics):
+        def step(self, obs, act, generator=None):
+            out = super().step(obs, act, generator)
+            return Step(out.next_obs, out.reward, out.terminal, torch.zeros_like(out.penalty))
+
+    config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"mopo": {"penalty_unit": "data"}})
+    with pytest.raises(EmpoError, match="penalty_unit: data needs the model's mean penalty on the data"):
+        Trainer(config, synthetic_transitions().qlearning().to_tensors("cpu"), Certain(), tmp_path, progress=False)

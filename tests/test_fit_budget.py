@@ -1,0 +1,95 @@
+"""Model fits that stop: the shared early-stopping rule, the ETM's early stopping, the update and minute caps."""
+
+import csv
+
+import pytest
+import torch
+
+from empo.data.tasks import get_task
+from empo.errors import EmpoError
+from empo.models import load_dynamics, load_model_config, train_dynamics
+from empo.models.fitting import HoldoutStopper, holdout_target_mse
+from tests.test_models import synthetic_transitions
+
+
+def test_the_stopper_counts_epochs_without_a_relative_improvement_per_member():
+    stopper = HoldoutStopper(improvement=0.01, patience=2)
+    assert stopper.improves(torch.tensor([1.0, 1.0])).tolist() == [True, True]  # the first epoch always improves
+    assert stopper.improves(torch.tensor([0.995, 0.5])).tolist() == [False, True]  # 0.5% is not enough; 50% is
+    assert stopper.best.tolist() == [1.0, 0.5] and not stopper.stalled()
+    assert stopper.improves(torch.tensor([0.999, 0.499])).tolist() == [False, False]
+    assert not stopper.stalled()
+    assert stopper.improves(torch.tensor([0.98, 0.6])).tolist() == [True, False]  # member 0 improves: the count restarts
+    assert stopper.epochs_since_update == 0
+    stopper.improves(torch.tensor([1.0, 1.0]))
+    stopper.improves(torch.tensor([1.0, 1.0]))
+    assert stopper.stalled()
+    restored = HoldoutStopper(0.01, 2)
+    restored.load_state_dict(stopper.state_dict())
+    assert restored.stalled() and restored.best.tolist() == stopper.best.tolist()
+    assert not HoldoutStopper(0.01, None).stalled()  # no patience: never stalls
+
+
+def test_the_target_mse_weighs_next_state_and_reward_by_their_dimensions():
+    assert holdout_target_mse({"holdout_next_obs_mse": 2.0, "holdout_reward_mse": 5.0}, obs_dim=3) == pytest.approx(11.0 / 4)
+
+
+def test_an_etm_with_patience_stops_when_its_holdout_stalls_and_keeps_its_best_epoch(tmp_path):
+    """With an improvement threshold no epoch can meet, epoch 1 is the best and the fit ends after 1 + patience epochs."""
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    config = load_model_config("etm", "smoke", {"etm": {"epochs": 10, "early_stop_patience": 2, "early_stop_improvement": 1e9}})
+    states = {}
+    train_dynamics(data, task, config, tmp_path / "m", progress=False,
+                   on_epoch=lambda e, m: states.__setitem__(e, {k: v.clone() for k, v in m.state_dict().items()}))
+    assert sorted(states) == [1, 2, 3]
+    model = load_dynamics(tmp_path / "m")
+    assert model.meta["stopped_by"] == "early_stopping" and model.meta["fit_epochs"] == 3
+    saved = model.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in states[1].items())  # epoch 1's ETM, not the last epoch's
+    assert not all(torch.equal(saved[k], v) for k, v in states[3].items())
+
+
+def test_without_patience_the_etm_runs_its_published_epochs(tmp_path):
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    config = load_model_config("etm", "smoke", {"etm": {"epochs": 3, "early_stop_improvement": 1e9}})
+    train_dynamics(data, task, config, tmp_path / "m", progress=False)
+    assert load_dynamics(tmp_path / "m").meta["stopped_by"] == "epochs"
+
+
+@pytest.mark.parametrize("kind", ["etm", "ftm"])
+def test_an_update_cap_ends_the_fit_says_so_and_logs_the_curve(tmp_path, capsys, kind):
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    settings = {"etm": {"epochs": 6, "max_updates": 10}} if kind == "etm" else {"ftm": {"max_epochs": 6, "max_updates": 10}}
+    train_dynamics(data, task, load_model_config(kind, "smoke", settings), tmp_path / "m", progress=False)
+    meta = load_dynamics(tmp_path / "m").meta
+    assert meta["stopped_by"] == "max_updates=10" and meta["fit_updates"] == 10 and meta["fit_epochs"] == 2
+    assert f"{kind} fit: the cap max_updates=10 binds after epoch 2 (10 updates" in capsys.readouterr().out
+    with (tmp_path / "m" / "train_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["updates"]) for r in rows] == [5, 10]
+    minutes = [float(r["fit_minutes"]) for r in rows]
+    assert 0 < minutes[0] < minutes[1]
+
+
+def test_a_minutes_cap_ends_the_fit_after_the_epoch_that_passes_it(tmp_path):
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    config = load_model_config("ftm", "smoke", {"ftm": {"max_epochs": 6, "max_minutes": 1e-9}})
+    train_dynamics(data, task, config, tmp_path / "m", progress=False)
+    meta = load_dynamics(tmp_path / "m").meta
+    assert meta["stopped_by"] == "max_minutes=1e-09" and meta["fit_epochs"] == 1
+
+
+def test_a_resumed_fit_counts_its_minutes_on_from_the_checkpoint(tmp_path):
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    config = load_model_config("ftm", "smoke", {"ftm": {"max_epochs": 2}})
+    train_dynamics(data, task, config, tmp_path / "m", progress=False, on_epoch=lambda e, m: e == 1)
+    first = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)["fit_seconds"]
+    train_dynamics(data, task, config, tmp_path / "m", progress=False, resume=True)
+    assert torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)["fit_seconds"] > first > 0
+
+
+@pytest.mark.parametrize("setting", ["max_updates=0", "max_minutes=0", "early_stop_patience=0", "early_stop_improvement=-1"])
+def test_bad_budgets_are_errors_naming_the_setting(setting):
+    key, value = setting.split("=")
+    with pytest.raises(EmpoError, match=key):
+        load_model_config("etm", "smoke", {"etm": {key: int(value)}})
