@@ -135,3 +135,23 @@ def test_a_penalty_in_data_units_needs_a_positive_data_penalty(tmp_path):
     config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"mopo": {"penalty_unit": "data"}})
     with pytest.raises(EmpoError, match="penalty_unit: data needs the model's mean penalty on the data"):
         Trainer(config, synthetic_transitions().qlearning().to_tensors("cpu"), Certain(), tmp_path, progress=False)
+
+
+def test_a_report_shows_each_runs_diagnostics_over_its_last_ten_measured_epochs(tmp_path):
+    from empo.evaluation.report import collect_runs, write_report
+
+    run = tmp_path / "r0"
+    run.mkdir()
+    (run / "summary.json").write_text(
+        '{"task": "hopper-medium", "algo": "mopo", "preset": "learn", "seed": 0, "status": "running", "epochs": 12}')
+    lines = ["epoch,updates,normalized_score,diag_exploitation_gap,diag_q_start"]
+    # 12 epochs: the gap of the last 10 measured ones (3..12) averages 7.5; epoch 12 measured no Q
+    lines += [f"{e},{e * 1000},1.0,{e},{'nan' if e == 12 else 100}" for e in range(1, 13)]
+    (run / "progress.csv").write_text("\n".join(lines) + "\n")
+    text = write_report(collect_runs([tmp_path]), tmp_path / "report").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| hopper-medium | mopo | 0 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = next(line for line in text.splitlines() if line.startswith("| task | algorithm | seed | model return"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    values = dict(zip(names, cells, strict=True))
+    assert values["gap"] == "7.5" and values["Q start"] == "100" and values["model return"] == "n/a"

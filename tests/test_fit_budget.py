@@ -93,3 +93,14 @@ def test_bad_budgets_are_errors_naming_the_setting(setting):
     key, value = setting.split("=")
     with pytest.raises(EmpoError, match=key):
         load_model_config("etm", "smoke", {"etm": {key: int(value)}})
+
+
+@pytest.mark.parametrize("task", ["hopper-medium", "halfcheetah-medium", "walker2d-medium"])
+def test_the_learn_presets_models_stop_on_their_holdout_error_under_a_cap(task):
+    """configs/models/learn.yaml's promise (docs/models.md): both kinds stop early, and a cap bounds each fit."""
+    ftm = load_model_config("ftm", "learn", task=task).ftm
+    assert ftm.max_epochs is None and ftm.steps_per_epoch is None  # full passes, as OfflineRL-Kit's rule counts them
+    assert ftm.early_stop_patience == 5 and ftm.max_updates is not None
+    etm = load_model_config("etm", "learn", task=task).etm
+    assert etm.early_stop_patience is not None and etm.max_updates is not None
+    assert etm.max_updates <= etm.epochs * etm.steps_per_epoch  # the cap, not the epochs, bounds the fit

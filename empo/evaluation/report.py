@@ -75,6 +75,17 @@ class RunRecord:
     dataset: str
     dataset_score: float | None = None  # the dataset's own normalised score (run.json; runs before 2026-11-27 lack it)
     settings: dict[str, Any] = field(default_factory=dict)  # _run_settings: what makes the run what it is, seed aside
+    # the last 10 epochs' mean of each diagnostic (progress.csv's diag_* columns; runs before 2026-12-06 have none)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+# The diagnostics a report shows (empo/loop/diagnostics.py; docs/training.md, "Diagnostics"), by column
+REPORTED_DIAGNOSTICS: tuple[tuple[str, str], ...] = (
+    ("model return", "diag_model_return"), ("real return", "diag_real_return"), ("gap", "diag_exploitation_gap"),
+    ("model length", "diag_model_length"), ("real length", "diag_real_length"), ("Q start", "diag_q_start"),
+    ("real discounted", "diag_real_discounted_return"), ("penalty / reward", "diag_penalty_to_reward"),
+    ("penalty / data's", "diag_penalty_vs_data"),
+)
 
 
 def _run_settings(run_dir: Path) -> dict[str, Any]:
@@ -133,6 +144,7 @@ def _read_run(run_dir: Path) -> RunRecord:
     except (OSError, json.JSONDecodeError) as exc:
         raise EmpoError(f"{run_dir / 'summary.json'}: cannot read it ({exc})") from None
     updates, scores = [], []
+    diag_rows: list[dict[str, str]] = []
     progress = run_dir / "progress.csv"
     if progress.is_file():
         with progress.open(newline="") as f:
@@ -143,6 +155,7 @@ def _read_run(run_dir: Path) -> RunRecord:
             for row in reader:
                 updates.append(float(row["updates"]))
                 scores.append(float(row["normalized_score"]) if row["normalized_score"] not in ("", "nan") else math.nan)
+                diag_rows.append(row)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     missing = [k for k in ("task", "algo", "preset", "seed", "status") if k not in summary]
     if missing:
@@ -153,8 +166,19 @@ def _read_run(run_dir: Path) -> RunRecord:
     return RunRecord(
         run_dir, summary["task"], algo, summary["preset"], int(summary["seed"]), summary["status"], summary,
         np.asarray(updates), np.asarray(scores), str(info.get("dataset_source", "unknown")),
-        _finite_or_none(info.get("dataset_normalized_score")), _run_settings(run_dir),
+        _finite_or_none(info.get("dataset_normalized_score")), _run_settings(run_dir), last_diagnostics(diag_rows),
     )
+
+
+def last_diagnostics(rows: list[dict[str, str]], last: int = 10) -> dict[str, float]:
+    """The mean over the last ``last`` epochs that measured it of each reported diagnostic column."""
+    out = {}
+    for _, column in REPORTED_DIAGNOSTICS:
+        values = [float(r[column]) for r in rows if r.get(column) not in (None, "", "nan")]
+        values = [v for v in values if math.isfinite(v)][-last:]
+        if values:
+            out[column] = float(np.mean(values))
+    return out
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -419,6 +443,17 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
             f"| {name} | {a['tasks']} | {a['runs']} | {a['iqm']:.3f} [{a['iqm_ci95'][0]:.3f}, {a['iqm_ci95'][1]:.3f}] | "
             f"{a['optimality_gap']:.3f} [{a['optimality_gap_ci95'][0]:.3f}, {a['optimality_gap_ci95'][1]:.3f}] |"
         )
+    diagnosed = [r for r in records if r.diagnostics]
+    if diagnosed:
+        lines += ["", "Diagnostics, mean of each run's last 10 measured epochs (docs/training.md, \"Diagnostics\"): the policy "
+                  "rolled out in the model from the data's episode starts against its real episodes over the same steps, "
+                  "Q of the start states against the real discounted return, the penalty's share of the raw reward and "
+                  "its size against the model's penalty on the data:", "",
+                  "| task | algorithm | seed | " + " | ".join(name for name, _ in REPORTED_DIAGNOSTICS) + " |",
+                  "|---|---|---|" + "---|" * len(REPORTED_DIAGNOSTICS)]
+        for r in sorted(diagnosed, key=lambda r: (r.task, r.algo, r.seed)):
+            cells = [f"{r.diagnostics[c]:.3g}" if c in r.diagnostics else "n/a" for _, c in REPORTED_DIAGNOSTICS]
+            lines.append(f"| {r.task} | {r.algo} | {r.seed} | " + " | ".join(cells) + " |")
     lines += ["", *[f"![{p.stem}]({p.name})" for p in curves], ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
