@@ -121,6 +121,7 @@ class Trainer:
         self.model_buffer = TransitionBuffer(
             config.model_buffer_capacity, self.task.obs_dim, self.task.act_dim, self.device
         )
+        # separate streams so that changing one consumer (e.g. the rollout batch) leaves the others' draws alone
         self.sample_generator = torch.Generator(device=self.device)
         self.sample_generator.manual_seed(config.seed * 7919 + 11)
         self.rollout_generator = torch.Generator(device=self.device)
