@@ -20,6 +20,26 @@ from datetime import date
 from pathlib import Path
 
 
+def updates_per_epoch(folder: Path) -> int | None:
+    """A fit's updates an epoch from its config.yaml and model.json (for logs older than their updates column)."""
+    import math
+
+    import yaml
+
+    from empo.models.train import holdout_size
+
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        n = int(json.loads((folder / "model.json").read_text())["meta"]["n_transitions"])
+    except (OSError, KeyError, ValueError):
+        return None
+    section = config[config["kind"]]
+    if section.get("steps_per_epoch"):
+        return int(section["steps_per_epoch"])
+    held = holdout_size(n, section["holdout_fraction"], section["holdout_min"], section["holdout_max"])
+    return math.ceil((n - held) / section["batch_size"])
+
+
 def read_fit(folder: Path) -> dict:
     log = folder / "train_log.csv"
     if not log.is_file():
@@ -27,11 +47,11 @@ def read_fit(folder: Path) -> dict:
     with log.open() as f:
         rows = list(csv.DictReader(f))
     updates, minutes = 0, 0.0
+    per_epoch = updates_per_epoch(folder)
     for row in rows:  # fits logged before the updates / fit_minutes columns existed: count them here
         minutes += float(row["epoch_s"]) / 60.0
-        row.setdefault("fit_minutes", "")
-        row["fit_minutes"] = float(row["fit_minutes"] or minutes)
-        row["updates"] = int(row.get("updates") or 0)
+        row["fit_minutes"] = float(row.get("fit_minutes") or minutes)
+        row["updates"] = int(row.get("updates") or int(row["epoch"]) * (per_epoch or 0))
         updates = row["updates"]
     meta_path = folder / "model.json"
     meta = json.loads(meta_path.read_text()).get("meta", {}) if meta_path.is_file() else {}
@@ -79,15 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for fit in fits:
-            rows = fit["rows"]
-            x = [r["updates"] or i + 1 for i, r in enumerate(rows)]
-            ax.plot(x, [float(r["holdout_next_obs_mse"]) for r in rows], marker="o", ms=3, label=fit["folder"].name)
-        ax.set_xlabel("updates (epochs where not logged)")
-        ax.set_ylabel("holdout next-state MSE")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, key, label in ((axes[0], "updates", "updates"), (axes[1], "fit_minutes", "minutes of the fit (shared CPU)")):
+            for fit in fits:
+                rows = fit["rows"]
+                ax.plot([r[key] for r in rows], [float(r["holdout_next_obs_mse"]) for r in rows], marker="o", ms=3,
+                        label=fit["folder"].name)
+            ax.set_xlabel(label)
+            ax.set_ylabel("holdout next-state MSE")
+            ax.set_yscale("log")
+            ax.set_xscale("log" if key == "updates" else "linear")
+            ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(args.out.with_suffix(".png"), dpi=110)
         print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
