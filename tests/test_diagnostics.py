@@ -1,6 +1,7 @@
 """The loop's per-epoch diagnostics: model return against real return, the penalty, Q against its bound."""
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 
@@ -68,12 +69,13 @@ def test_the_evaluator_reports_discounted_and_prefix_returns():
     assert all(4 < r < 6 for r in prefix.prefix_returns) and all(r < 2.1 for r in prefix.discounted_returns)
 
 
-def test_a_smoke_run_logs_every_diagnostic_and_they_are_consistent(tmp_path, monkeypatch):
+@pytest.mark.parametrize("algo", ["mopo", "empo"])
+def test_a_smoke_run_logs_every_diagnostic_and_they_are_consistent(tmp_path, monkeypatch, algo):
     data = synthetic_transitions(n=600)
     monkeypatch.setattr(pipeline, "prepare_dataset", lambda *args, **kwargs: data)
     run_dir = tmp_path / "run"
-    argv = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--run-dir", str(run_dir), "--no-progress",
-            "--set", "diagnostics.horizon=20", "--set", "diagnostics.every=2"]
+    argv = ["--task", "hopper-medium", "--algo", algo, "--preset", "smoke", "--run-dir", str(run_dir), "--no-progress",
+            "--set", "diagnostics.horizon=20", "--set", "diagnostics.every=2", "--set", f"{algo}.penalty_unit=data"]
     assert train_cli.main(argv) == 0
     with (run_dir / "progress.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -85,11 +87,20 @@ def test_a_smoke_run_logs_every_diagnostic_and_they_are_consistent(tmp_path, mon
     assert 1 <= values["model_length"] <= 20 and 1 <= values["real_length"] <= 20
     assert values["q_bound"] == pytest.approx(float(data.rewards.max()) / (1 - 0.99), rel=1e-4)
     assert values["data_penalty_mean"] > 0 and values["penalty_vs_data"] > 0
+    summary = json.loads((run_dir / "summary.json").read_text())  # the coefficient in data units, applied to the raw penalty
+    assert summary["penalty_coef_applied"] == pytest.approx(summary_coef(run_dir) / values["data_penalty_mean"], rel=1e-4)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir / "tb"))
     events.Reload()
     assert {"diag/exploitation_gap", "diag/q_start", "diag/penalty_vs_data"} <= set(events.Tags()["scalars"])
+
+
+def summary_coef(run_dir):
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return config[config["algo"]]["penalty_coef"]
 
 
 def test_diagnostics_change_no_update_of_the_run(tmp_path):
