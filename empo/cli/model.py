@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "quick-warm (the quick ETM with warm-started chains: more updates at a quarter of the cost each, about 18 min; docs/models.md), "
         "quick-accurate (quick-warm with one mean head per member trained 8x per update; 4,400 updates, about 15 min on an idle "
         "2-core CPU, 8,400 on halfcheetah-medium: about as accurate as the quick FTM or more; docs/models.md), "
+        "learn (both kinds fitted until their holdout error stops improving, under a cap: the published FTM capped at 16 passes, "
+        "about 45 min of one thread; quick-accurate's ETM capped at 8,800 updates; docs/models.md 'Fits that stop'), "
         "smoke (seconds; checks the plumbing) (default: paper)",
     )
     train.add_argument(
