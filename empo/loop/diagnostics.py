@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from empo.loop.penalty import Penalty
+from empo.loop.rollout import rollout
 from empo.models.dynamics import Dynamics
 
 DIAGNOSTICS: tuple[str, ...] = (
@@ -58,30 +59,17 @@ class DiagnosticsConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-@torch.no_grad()
 def model_return(
-    model: Dynamics, policy: Any, start_obs: torch.Tensor, horizon: int, penalty: Penalty, generator: torch.Generator
+    model: Dynamics, policy: Any, start_obs: torch.Tensor, horizon: int, penalty: Penalty, generator: torch.Generator,
+    q_function: Any = None,
 ) -> dict[str, float]:
-    """Mean undiscounted model return (raw and penalised with the plain coefficient) and length of
-    ``policy`` from ``start_obs`` over ``horizon`` steps, each sample stopping at its termination."""
-    alive = torch.ones(start_obs.shape[0], dtype=torch.bool, device=start_obs.device)
-    raw = torch.zeros(start_obs.shape[0], device=start_obs.device)
-    penalised = torch.zeros_like(raw)
-    length = torch.zeros_like(raw)
-    obs = start_obs
-    for _ in range(horizon):
-        step = model.step(obs, policy(obs), generator=generator)
-        reward, uncertainty = step.reward.reshape(-1), step.penalty.reshape(-1)
-        live = alive.float()
-        raw += live * torch.nan_to_num(reward)
-        penalised += live * torch.nan_to_num(reward - penalty.coef * uncertainty)
-        length += live
-        alive &= ~step.terminal.reshape(-1).bool() & torch.isfinite(step.next_obs).all(dim=-1)
-        obs = torch.where(alive.unsqueeze(-1), torch.nan_to_num(step.next_obs), obs)
-        if not bool(alive.any()):
-            break
-    return {"model_return": float(raw.mean()), "model_penalised_return": float(penalised.mean()),
-            "model_length": float(length.mean())}
+    """Mean undiscounted model return (raw and penalised as the rollouts penalise it) and length of
+    ``policy`` from ``start_obs`` over ``horizon`` steps: the loop's own rollout engine
+    (empo/loop/rollout.py), each sample stopping at its termination."""
+    stats = rollout(model, policy, start_obs, horizon, penalty, generator=generator, q_function=q_function).stats
+    length = float(stats["mean_length"])  # transitions per start state: the engine's means are per transition
+    return {"model_return": float(stats["raw_reward_mean"]) * length,
+            "model_penalised_return": float(stats["penalised_reward_mean"]) * length, "model_length": length}
 
 
 DATA_PENALTY_ROWS = 10_000  # dataset transitions on which a run measures its model's penalty once

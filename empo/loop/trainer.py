@@ -156,7 +156,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ setup
     def _setup_diagnostics(self, dataset: dict[str, torch.Tensor], start_observations: torch.Tensor | None) -> None:
         """The start states the diagnostics roll out from (episode starts of the data when given,
-        else dataset states), and the Q bound max(reward) / (1 - gamma)."""
+        else dataset states), the model's mean penalty on the data and the Q bound max(reward) / (1 - gamma)."""
         cfg = self.config.diagnostics
         pick = torch.Generator().manual_seed(self.config.seed * 7919 + 41)
         pool = start_observations if start_observations is not None and len(start_observations) else dataset["observations"]
@@ -178,7 +178,8 @@ class Trainer:
         if cfg.start_states == 0 or (self.epoch + 1) % cfg.every != 0:  # self.epoch: epochs before this one
             return row
         policy = lambda obs: self.agent.act(obs, deterministic=True)  # noqa: E731
-        row.update(model_return(self.model, policy, self.diag_start_obs, cfg.horizon, self.penalty, self.diag_generator))
+        row.update(model_return(self.model, policy, self.diag_start_obs, cfg.horizon, self.penalty, self.diag_generator,
+                                q_function=self.agent.q_value))
         with torch.no_grad():
             row["q_start"] = float(self.agent.q_value(self.diag_start_obs, policy(self.diag_start_obs)).mean())
         row["q_bound"] = self.q_bound

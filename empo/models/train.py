@@ -173,7 +173,7 @@ def train_dynamics(
             }
             if not trainer.done and epoch < epochs:
                 stopped_by = binding_cap(sub, row["updates"], fit_seconds)
-            recorder.log_scalars({f"model/{key}": value for key, value in row.items() if key != "epoch"}, epoch * updates_per_epoch)
+            recorder.log_scalars({f"model/{key}": value for key, value in row.items() if key not in ("epoch", "updates")}, row["updates"])
             recorder.log_row({key: row[key] for key in LOG_FIELDS})
             if progress:
                 tqdm.write(
