@@ -3,8 +3,10 @@
 Each run is an ordinary run folder of ``empo.pipeline.train_agent`` under the sweep folder, named
 ``<task>-<algo>-<preset>-s<seed>``; ``sweep.json`` indexes them (config, status, scores, wall time,
 error), rewritten atomically at every state change. Running the same sweep again skips finished
-runs and resumes interrupted ones from their checkpoints; a failing run is recorded with its error
-and the others go on. Runs that need the same transition model share it through the model cache,
+runs and resumes interrupted ones from their checkpoints (the default folder is named after the
+grid, :func:`default_sweep_dir`, so the same grid finds its folder); a failing run is recorded with
+its error and the others go on. The sweep folder is also a TensorBoard dashboard
+(empo/evaluation/dashboard.py). Runs that need the same transition model share it through the model cache,
 whose lock (empo/pipeline.py) makes sure one of them fits it and the others wait and load it.
 
 Engines: ``local`` (a pool of ``workers`` processes, each run with ``threads_per_run`` torch
@@ -15,8 +17,10 @@ GPUs; a local Ray instance, or an existing cluster with ``ray_address``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -81,6 +85,59 @@ class RunSpec:
 
 def load_spec(path: str | Path) -> SweepSpec:
     return from_dict(SweepSpec, load_yaml(Path(path)), where=str(path))
+
+
+# Override sections that change how runs run, not what they compute (empo.loop.config.run_settings
+# leaves them out too): a sweep resumed with another runtime setting is still the same sweep.
+_NOT_GRID = ("runtime", "diagnostics")
+
+
+def grid_of(spec: SweepSpec) -> dict[str, Any]:
+    """What decides which runs a sweep holds: its tasks, algorithms, seeds, presets and overrides.
+
+    Lists are sorted (``--seeds 1 0`` is the grid of ``--seeds 0 1``); the engine, workers, threads
+    and device are left out, as are the overrides' ``runtime`` and ``diagnostics`` sections, since a
+    run folder resumes under other values of those."""
+    overrides = {k: v for k, v in (spec.overrides or {}).items() if k not in _NOT_GRID}
+    return {
+        "tasks": sorted(spec.tasks),
+        "algos": sorted(spec.algos),
+        "seeds": sorted(spec.seeds),
+        "presets": sorted(spec.presets),
+        "overrides": overrides,
+    }
+
+
+def grid_hash(spec: SweepSpec) -> str:
+    """Eight hex digits identifying the grid (:func:`grid_of`); the same grid always gives the same."""
+    blob = json.dumps(grid_of(spec), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def default_sweep_dir(spec: SweepSpec, root: str | Path = "runs") -> Path:
+    """``<root>/sweep-<presets>-<hash8>``: the folder the same grid always gets when no --out is given."""
+    presets = re.sub(r"[^A-Za-z0-9._+-]+", "_", "+".join(sorted(spec.presets)))[:40]
+    return Path(root) / f"sweep-{presets}-{grid_hash(spec)}"
+
+
+def find_sweep_dir(spec: SweepSpec, root: str | Path = "runs") -> Path:
+    """The folder of this grid under ``root``: :func:`default_sweep_dir` when it exists, else the newest
+    other ``sweep-*`` folder whose saved spec has the same grid (sweeps started before the folder was
+    named after its grid got ``sweep-<time>``), else :func:`default_sweep_dir` to start in."""
+    named = default_sweep_dir(spec, root)
+    if named.is_dir() or not Path(root).is_dir():
+        return named
+    same = []
+    for folder in Path(root).glob("sweep-*"):
+        if not (folder / SPEC_YAML).is_file():
+            continue
+        try:
+            other = load_spec(folder / SPEC_YAML)
+        except (EmpoError, OSError, ValueError):  # a spec of another version or a broken file: not this sweep
+            continue
+        if grid_of(other) == grid_of(spec):
+            same.append(folder)
+    return max(same, key=lambda f: (f / INDEX).stat().st_mtime if (f / INDEX).is_file() else 0.0) if same else named
 
 
 def expand(spec: SweepSpec) -> list[RunSpec]:
@@ -224,12 +281,25 @@ def run_sweep(
 
     sweep_dir = Path(sweep_dir)
     runs = expand(spec)
+    how = f"engine {spec.engine}, {spec.workers} worker(s) x {spec.threads_per_run} thread(s)"
+    started_before = [run for run in runs if (sweep_dir / run.run_id).exists()]
+    if (sweep_dir / INDEX).is_file() or started_before:
+        finished = sum(_finished(sweep_dir / run.run_id) for run in started_before)
+        partial = len(started_before) - finished
+        log(
+            f"resuming the sweep in {sweep_dir}: {finished} finished run{'s' * (finished != 1)} skipped, "
+            f"{len(runs) - finished} of {len(runs)} to run"
+            + (f" ({partial} started before)" if partial else "")
+            + f"; {how}"
+        )
+    else:
+        log(f"starting a new sweep in {sweep_dir}: {len(runs)} runs, {how}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     from empo.config import save_yaml
 
     save_yaml(spec, sweep_dir / SPEC_YAML)
     index = SweepIndex(sweep_dir, spec, runs)
-    log(f"sweep {sweep_dir}: {len(runs)} runs, engine {spec.engine}, {spec.workers} worker(s) x {spec.threads_per_run} thread(s)")
+    _write_dashboard(sweep_dir, runs, log)
     bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=not progress)
 
     def record(run: RunSpec, result: dict[str, Any]) -> None:
@@ -258,6 +328,19 @@ def run_sweep(
     finally:
         bar.close()
     return json.loads(index.path.read_text())
+
+
+def _write_dashboard(sweep_dir: Path, runs: list[RunSpec], log: Callable[[str], Any]) -> None:
+    """The TensorBoard layout of the sweep (a chart per task and algorithm), known from the grid alone;
+    a dashboard that cannot be written is said, and the sweep goes on without it."""
+    from empo.evaluation.dashboard import algo_label, write_dashboard
+    from empo.loop.config import resolve_config
+
+    try:
+        configs = [resolve_config(run.task, run.algo, run.preset, run.seed, run.overrides or None) for run in runs]
+        write_dashboard(sweep_dir, {(c.task, algo_label(c.algo, c.agent), c.preset) for c in configs})
+    except Exception as exc:  # TensorBoard's protos missing or the folder unwritable: the runs matter more
+        log(f"note: no TensorBoard dashboard in {sweep_dir} ({type(exc).__name__}: {exc})")
 
 
 def _finished(run_dir: Path) -> bool:
@@ -384,4 +467,3 @@ def _run_on_ray(
     finally:
         if started_here:
             ray.shutdown()
-

@@ -1,4 +1,4 @@
-"""benchmarks/bench_mean_heads.py: each way of training the heads learns, on the split of an ETM
+"""benchmarks/archive/bench_mean_heads.py: each way of training the heads learns, on the split of an ETM
 fit of the same seed, and the L2 recipes put the FTM's decay into the loss."""
 
 import sys
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def heads(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "archive"))
     sys.modules.pop("bench_mean_heads", None)
     import bench_mean_heads
 

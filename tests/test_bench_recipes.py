@@ -1,4 +1,4 @@
-"""benchmarks/bench_etm_recipes.py's bookkeeping: a recorded fit continues to new marks, and a
+"""benchmarks/archive/bench_etm_recipes.py's bookkeeping: a recorded fit continues to new marks, and a
 folder fit with other settings than the recipe's is refused instead of reported under its name."""
 
 import argparse
@@ -19,7 +19,7 @@ TINY = {"hidden_size": 16, "hidden_layers": 1, "batch_size": 32, "steps_per_epoc
 
 @pytest.fixture
 def recipes(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "archive"))
     sys.modules.pop("bench_etm_recipes", None)
     import bench_etm_recipes
 
@@ -65,7 +65,7 @@ def test_a_finished_fit_is_rescored_at_other_step_sizes(recipes, tmp_path):
 def test_the_sampler_benchmark_sets_every_start_itself():
     # a model whose own evaluation sampler starts from its heads (quick-warm, quick-accurate) was
     # measured from them under the name "zeros" before the start was set explicitly
-    from benchmarks.bench_sampler_steps import sampler_for
+    from benchmarks.archive.bench_sampler_steps import sampler_for
     from empo.models import LangevinConfig
 
     base = LangevinConfig(steps=10, noise=0.5, init="mean_head", chains=2, step_size_start=0.01, step_size_end=1e-5)

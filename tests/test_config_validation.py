@@ -130,11 +130,11 @@ def test_a_misspelt_key_in_a_tasks_preset_section_is_named(monkeypatch):
 
 
 def test_quick_accurate_is_the_recorded_recipe_with_the_tasks_step_size():
-    # configs/models/quick-accurate.yaml is bench_etm_recipes.py's ens-head8-neg10, whose errors are
+    # configs/models/quick-accurate.yaml is benchmarks/archive/bench_etm_recipes.py's ens-head8-neg10, whose errors are
     # recorded; its epochs and its samplers' first step size per task, samplers 10 steps from the heads
     import dataclasses
 
-    from benchmarks.bench_etm_recipes import recipe_config
+    from benchmarks.archive.bench_etm_recipes import recipe_config
     from empo.models import load_model_config
 
     hopper = load_model_config("etm", "quick-accurate", task="hopper-medium")

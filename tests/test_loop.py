@@ -120,6 +120,23 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["agent"]["actor"].values())
 
 
+def test_non_finite_actions_in_an_evaluation_mark_the_run_diverged(tmp_path):
+    from empo.evaluation.policy_eval import PolicyEvaluator
+
+    config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"eval_episodes": 1, "epochs": 2}, "diagnostics": {"start_states": 0}})
+    dataset = synthetic_transitions().qlearning().to_tensors("cpu")
+    evaluator = PolicyEvaluator(get_task("hopper-medium"), 1, "cpu")
+    trainer = Trainer(config, dataset, FakeDynamics(), tmp_path, progress=False, evaluator=evaluator)
+    act = trainer.agent.act
+    # the deterministic actions (the evaluation's) turn NaN; the updates' sampled ones stay finite
+    trainer.agent.act = lambda obs, deterministic=False, generator=None: (
+        torch.full_like(act(obs), float("nan")) if deterministic else act(obs, generator=generator))
+    with pytest.raises(EmpoError, match=r"diverged in epoch 1: non-finite policy actions \(episode 0, step 0 of the evaluation\)"):
+        trainer.run()
+    evaluator.close()
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
 def test_trainer_with_a_fake_model_fills_the_model_buffer(tmp_path):
     config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"eval_episodes": 0, "epochs": 2}})
     dataset = synthetic_transitions().qlearning().to_tensors("cpu")
@@ -133,7 +150,7 @@ def test_trainer_with_a_fake_model_fills_the_model_buffer(tmp_path):
 
 
 def test_train_agent_runs_with_a_model_of_ones_own(tmp_path, synthetic_dataset):
-    # benchmarks/diag_swap_penalty.py runs the pipeline with a model of its own this way
+    # benchmarks/archive/diag_swap_penalty.py runs the pipeline with a model of its own this way
     model = FakeDynamics()
     config = resolve_config("hopper-medium", "empo", "smoke", overrides={"training": {"epochs": 1}})
     run_dir = tmp_path / "run"
@@ -304,8 +321,17 @@ def test_sb3_sac_as_the_loop_agent(tmp_path, synthetic_dataset, capsys):
 
 
 def test_framework_agents_refuse_what_only_the_builtin_agent_does():
-    with pytest.raises(EmpoError, match=r"agent 'sb3-sac' cannot run empo.penalty_at=update, empo.alpha_max=1.0"):
-        resolve_config("hopper-medium", "empo", "paper", overrides={"agent": "sb3-sac"})
+    # the published EMPO (penalty in the critic target, temperature clamp) runs with every agent
+    # (tests/test_framework_penalty.py); the CUDA graph and sync_debug stay the built-in agent's
+    for agent in ("sb3-sac", "tianshou-sac"):
+        assert resolve_config("hopper-medium", "empo", "paper", overrides={"agent": agent}).agent == agent
+    with pytest.raises(
+        EmpoError,
+        match=r"agent 'sb3-sac' cannot run runtime.cuda_graph=true .*; with this agent set runtime.cuda_graph=false$",
+    ):
+        resolve_config(
+            "hopper-medium", "empo", "paper", overrides={"agent": "sb3-sac", "runtime": {"cuda_graph": True}}
+        )
     with pytest.raises(EmpoError, match="unknown agent 'sb4'"):
         resolve_config("hopper-medium", "mopo", "smoke", overrides={"agent": "sb4"})
     # the quick preset's EMPO takes the penalty at rollout time, so a framework's agent runs it
@@ -346,7 +372,9 @@ def test_model_cache_keys_stay_those_of_the_models_already_cached():
     data = synthetic_transitions(n=300)
     expected = {("etm", "quick"): "2d7f9d2110be", ("etm", "paper"): "cc20142268b8", ("ftm", "quick"): "3fc0655b1431"}
     for (kind, preset), digest in expected.items():
-        assert pipeline.model_cache_dir("hopper-medium", load_model_config(kind, preset), data, 0).name == \
-            f"hopper-medium-{kind}-{digest}-s0"
+        assert (
+            pipeline.model_cache_dir("hopper-medium", load_model_config(kind, preset), data, 0).name
+            == f"hopper-medium-{kind}-{digest}-s0"
+        )
     with_head = load_model_config("etm", "quick", {"etm": {"mean_head": True}})
     assert "2d7f9d2110be" not in pipeline.model_cache_dir("hopper-medium", with_head, data, 0).name

@@ -24,7 +24,8 @@ DESCRIPTION = """\
 Run a trained policy deterministically in the task's real gymnasium env and print the return and
 the D4RL-normalised score (mean +- std over episodes). POLICY is a run folder of empo-train (its
 last checkpoint) or a file written by empo-export (then --task is needed): .pt2 (torch.export),
-TorchScript, or .onnx (run by onnxruntime: pip install onnxruntime).
+TorchScript, or .onnx (run by onnxruntime: pip install onnxruntime). A policy that gives a NaN
+or infinite action stops the evaluation with one line naming it, the episode and the step.
 
 --video DIR also records the first episode (seed --seed) while the evaluation runs, as
 DIR/TASK-seedSEED-episode-0.mp4, with gymnasium's RecordVideo; the other episodes are not
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             raise EmpoError(f"--video {args.video}: not a folder")
         check_video_support(task.gym_id)
     start_threads(args.threads)
-    result = evaluate_policy(policy, task, args.episodes, args.seed, video_dir=args.video)
+    result = evaluate_policy(policy, task, args.episodes, args.seed, video_dir=args.video, name=source)
     figures = {
         "task": task.name,
         "policy": source,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 from empo.cli.common import MAX_THREADS, ArgumentParser, cli_entry, int_range, seed_int
@@ -17,17 +16,26 @@ under one sweep folder, indexed in sweep.json (config, status, scores, wall time
 grid as a YAML spec (keys: tasks, algos, seeds, presets, overrides, engine, workers,
 threads_per_run, gpus_per_run, ray_address, device) or with the flags below.
 
-Running the same sweep again skips finished runs and resumes interrupted ones from their last
-checkpoint; a failing run is recorded with its error and the others go on; Ctrl-C (or SIGINT or
-SIGTERM to this process alone) stops and loses at most the current epoch of each run. Runs that need the same transition model fit it once (a
-lock in the model cache), and a dataset missing on disk is built once. Each run's output goes to
-its folder's log.txt. Report with empo-report.
+Without --out the sweep folder is runs/sweep-<presets>-<hash>, named after the grid (tasks, algos,
+seeds, presets and overrides, from the flags or the spec alike; not the engine, workers, threads or
+device): so the same command again finds its folder, says "resuming the sweep in ...", skips the
+finished runs and resumes interrupted ones from their last checkpoint. A different grid gets a
+different folder; --out picks one yourself (give the same --out, alone, to continue).
+
+A failing run is recorded with its error and the others go on; Ctrl-C (or SIGINT or SIGTERM to
+this process alone) stops and loses at most the current epoch of each run. Runs that need the same
+transition model fit it once (a lock in the model cache), and a dataset missing on disk is built
+once. Each run's output goes to its folder's log.txt. Report with empo-report; watch with
+tensorboard --logdir SWEEP_FOLDER (a chart per task and algorithm in the Custom Scalars tab, the
+final scores in the HParams tab; docs/sweeps.md).
 """
 
 EPILOG = """\
 examples:
   empo-sweep --tasks hopper-medium walker2d-medium --algos empo mopo --seeds 0 1 2 --presets quick --workers 2
+  empo-sweep sweep.yaml                    # runs/sweep-<presets>-<hash>; the same command again resumes it
   empo-sweep sweep.yaml --out runs/sweep-quick
+  empo-sweep --out runs/sweep-quick        # continue that sweep from its folder alone
   empo-sweep --tasks hopper-medium --seeds 0 1 --engine ray --ray-address auto    # an existing Ray cluster
 """
 
@@ -47,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-run", type=float, help="GPUs each Ray task declares (default 0)")
     parser.add_argument("--ray-address", help="join this Ray cluster (default: start a local Ray instance)")
     parser.add_argument("--device", help="torch device of every run (default cpu)")
-    parser.add_argument("--out", type=Path, help="the sweep folder (default runs/sweep-<time>; give the same one to continue)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the sweep folder (default runs/sweep-<presets>-<hash of the grid>, so the same grid resumes its "
+        "folder; give the same --out to continue a sweep placed here)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -59,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         raise EmpoError(f"--gpus-per-run {args.gpus_per_run}: expected a number from 0 to 1024")
     from empo.config import load_yaml, merge
     from empo.models.config import parse_overrides
-    from empo.sweep import SPEC_YAML, SweepSpec, run_sweep
+    from empo.sweep import SPEC_YAML, SweepSpec, find_sweep_dir, run_sweep
 
     data: dict = {}
     if args.spec is not None:
@@ -86,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = from_dict(SweepSpec, data, where=where)
     if spec.engine == "local" and (spec.ray_address or spec.gpus_per_run):
         print("note: ray_address and gpus_per_run apply to --engine ray only; the local engine runs on --device")
-    out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or find_sweep_dir(spec)  # the same grid finds its folder: running it again resumes it
     index = run_sweep(spec, out, progress=not args.no_progress)
     failed = [r["run_id"] for r in index["runs"] if r["status"] in ("failed", "interrupted")]
     print(f"{out}: {len(index['runs']) - len(failed)} of {len(index['runs'])} runs done" + (f"; failed: {', '.join(failed)}" if failed else ""))

@@ -238,7 +238,12 @@ def true_values(
 
 def real_episodes(policy: OPEPolicy, envs: Sequence[Any], gamma: float = GAMMA, seed: int = 0, max_steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """One episode of ``policy`` in each env (env i reset with seed ``seed + i``), stepped side by
-    side: each episode's discounted return and its length in steps."""
+    side: each episode's discounted return and its length in steps. A NaN or inf action raises
+    :class:`~empo.evaluation.policy_eval.NonFiniteActionError` before it reaches an env."""
+    from empo.evaluation.policy_eval import check_actions
+
+    label = policy.name if policy.source in ("", policy.name) else f"{policy.name} ({policy.source})"
+    env_id = getattr(getattr(envs[0], "spec", None), "id", None) if len(envs) else None
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     alive = np.ones(len(envs), dtype=bool)
     returns, lengths = np.zeros(len(envs)), np.zeros(len(envs), dtype=np.int64)
@@ -247,6 +252,7 @@ def real_episodes(policy: OPEPolicy, envs: Sequence[Any], gamma: float = GAMMA, 
         if index.size == 0:
             break
         actions = policy.act(torch.as_tensor(obs[index])).numpy()
+        check_actions(actions, label, t, index, seed + index, env_id)
         for row, i in enumerate(index):
             next_obs, reward, terminated, truncated, _ = envs[i].step(actions[row])
             returns[i] += gamma**t * float(reward)

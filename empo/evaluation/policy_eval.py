@@ -8,6 +8,10 @@ With ``video_dir`` the first episode (sub-env 0, seeded ``seed``) is also record
 gymnasium's ``RecordVideo`` while the evaluation runs; the other episodes are not rendered, and the
 figures do not change. ``check_video_support`` says in one line what is missing before any
 episode runs: moviepy, or an OpenGL context for MuJoCo's offscreen renderer (``MUJOCO_GL``).
+
+Every action is checked before it reaches the env: a NaN or inf stops the evaluation with a
+:class:`NonFiniteActionError` naming the policy, the episode and the step (``check_actions``,
+which empo-ope's real episodes use too), instead of a return of nan.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +32,50 @@ import torch
 from empo.data.envs import make_env
 from empo.data.tasks import Task
 from empo.errors import EmpoError
+
+
+class NonFiniteActionError(EmpoError):
+    """A policy gave a NaN or infinite action; the commands print it as one line, exit status 2."""
+
+    def __init__(
+        self, policy: str, episode: int, step: int, action: np.ndarray, seed: int | None = None, env: str | None = None
+    ):
+        self.policy, self.episode, self.step, self.seed = policy, episode, step, seed
+        shown = "[" + ", ".join(f"{value:.4g}" for value in np.asarray(action, dtype=np.float64).ravel()) + "]"
+        seeded = f" (seed {seed})" if seed is not None else ""
+        where = f" of {env}" if env else ""
+        super().__init__(
+            f"policy {policy} gave a non-finite action {shown} in episode {episode}{seeded}{where} at step {step} "
+            "(steps counted from 0); a policy must give finite actions"
+        )
+
+
+def check_actions(
+    actions: np.ndarray,
+    policy: str,
+    step: int,
+    episodes: np.ndarray | None = None,
+    seeds: np.ndarray | None = None,
+    env: str | None = None,
+) -> None:
+    """Raise :class:`NonFiniteActionError` for the first row of ``actions`` with a NaN or inf.
+
+    Row i is episode ``episodes[i]`` (default i), seeded ``seeds[i]`` when given, at ``step``."""
+    actions = np.asarray(actions)
+    if actions.size == 0 or np.isfinite(actions).all():
+        return
+    row = int(np.flatnonzero(~np.isfinite(actions.reshape(actions.shape[0], -1)).all(axis=1))[0])
+    episode = int(episodes[row]) if episodes is not None else row
+    seed = int(seeds[row]) if seeds is not None else None
+    raise NonFiniteActionError(policy, episode, step, actions[row], seed, env)
+
+
+def policy_label(policy: Callable[..., Any], name: str | None = None) -> str:
+    """What an error calls ``policy``: ``name`` when given, else its ``name`` attribute or its type."""
+    if name:
+        return name
+    own = getattr(policy, "name", None)
+    return str(own) if isinstance(own, str) and own else f"<{type(policy).__name__}>"
 
 
 @dataclass
@@ -122,10 +171,20 @@ class PolicyEvaluator:
 
     @torch.no_grad()
     def evaluate(
-        self, policy: Callable[[torch.Tensor], torch.Tensor], seed: int, gamma: float = 0.99, prefix_steps: int | None = None
+        self,
+        policy: Callable[[torch.Tensor], torch.Tensor],
+        seed: int,
+        gamma: float = 0.99,
+        prefix_steps: int | None = None,
+        name: str | None = None,
     ) -> EvalResult:
         """Run each sub-env for one episode (episode i seeded ``seed + i``); returns per-episode figures
-        (the discounted returns with ``gamma``; the prefix figures over ``prefix_steps``, default all)."""
+        (the discounted returns with ``gamma``; the prefix figures over ``prefix_steps``, default all).
+
+        A NaN or inf action raises :class:`NonFiniteActionError`, naming the policy as ``name``
+        (default: its ``name`` attribute or its type), before it reaches the env."""
+        label = policy_label(policy, name)
+        episode_ids = np.arange(self.episodes)
         if self.recorder is not None:
             self.recorder.name_prefix = f"{self.task.name}-seed{seed}"
             self._record_next, self._video_path = True, None
@@ -139,6 +198,10 @@ class PolicyEvaluator:
         while running.any():
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
             action = policy(obs_t).cpu().numpy()
+            # finished sub-envs are auto-reset and ignore their action; only running episodes count
+            check_actions(
+                action[running], label, steps, episode_ids[running], seed + episode_ids[running], self.task.gym_id
+            )
             obs, reward, terminated, truncated, _ = self.envs.step(action)
             # sub-envs that already finished are auto-reset; their further steps do not count
             counted = np.where(running, reward, 0.0)
@@ -169,13 +232,15 @@ def evaluate_policy(
     seed: int = 0,
     device: str | torch.device = "cpu",
     video_dir: str | Path | None = None,
+    name: str | None = None,
 ) -> EvalResult:
     """One-off evaluation: build the envs, run ``episodes`` deterministic episodes, close.
 
-    ``video_dir``: also record the first episode there (``EvalResult.video``)."""
+    ``video_dir``: also record the first episode there (``EvalResult.video``); ``name``: what a
+    :class:`NonFiniteActionError` calls the policy (a path, a run)."""
     evaluator = PolicyEvaluator(task, episodes, device, video_dir=video_dir)
     try:
-        return evaluator.evaluate(policy, seed)
+        return evaluator.evaluate(policy, seed, name=name)
     finally:
         evaluator.close()
 

@@ -11,12 +11,16 @@ target entropy (-|A|), initial temperature. SB3 has one learning rate for actor,
 temperature: ``sac.critic_lr`` (3e-4, SB3's default too), constant (the built-in SAC decays the
 actor's, 1e-4, by a cosine). SB3's critics have no LayerNorm (``sac.critic_layer_norm`` is not
 applied) and its actor clamps the log-std to [-20, 2]. See docs/integrations.md.
+
+EMPO's published mechanism (``{algo}.penalty_at: update``, ``penalty_decay``, ``alpha_max``) runs in
+:class:`PenalisedSAC`, SB3's SAC whose ``train`` subtracts each row's penalty inside the critic
+target, as the built-in SAC does (empo/agents/sac.py), and clamps the temperature its losses use.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -24,17 +28,37 @@ import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.utils import polyak_update
 from torch import nn
+from torch.nn import functional as F
 
+from empo.agents.sac import TargetPenalty
 from empo.data.tasks import Task
 from empo.errors import EmpoError
 from empo.loop.agents import AgentContext
 from empo.loop.config import TrainConfig
 
 # SB3's logged figure -> the loop's metric name
-METRICS = {"train/critic_loss": "critic_loss", "train/actor_loss": "actor_loss", "train/ent_coef_loss": "alpha_loss",
-           "train/ent_coef": "alpha"}
+METRICS = {
+    "train/critic_loss": "critic_loss",
+    "train/actor_loss": "actor_loss",
+    "train/ent_coef_loss": "alpha_loss",
+    "train/ent_coef": "alpha",
+    "train/penalty_in_target": "penalty_in_target",
+}
+
+
+class MixedSamples(NamedTuple):
+    """SB3's ``ReplayBufferSamples`` fields (SB3's ``train`` reads them by name) and each row's raw
+    penalty [B, 1] (zero for real rows), which :class:`PenalisedSAC` subtracts in the critic target."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    next_observations: torch.Tensor
+    dones: torch.Tensor
+    rewards: torch.Tensor
+    discounts: torch.Tensor | None = None
+    penalties: torch.Tensor | None = None
 
 
 class MixedReplayBuffer(ReplayBuffer):
@@ -50,14 +74,115 @@ class MixedReplayBuffer(ReplayBuffer):
     def add(self, *args: Any, **kwargs: Any) -> None:
         raise EmpoError("MixedReplayBuffer is filled by the EMPO loop (dataset and model rollouts), not by SB3's collection")
 
-    def sample(self, batch_size: int, env: Any = None) -> ReplayBufferSamples:
+    def sample(self, batch_size: int, env: Any = None) -> MixedSamples:
         if self.context is None:
             raise EmpoError("MixedReplayBuffer has no loop context to draw from")
         batch = self.context.mixed_batch(batch_size)
-        return ReplayBufferSamples(
-            batch["observations"], batch["actions"], batch["next_observations"],
-            batch["terminals"].unsqueeze(1), batch["rewards"].unsqueeze(1),
+        penalties = batch.get("penalties")
+        return MixedSamples(
+            batch["observations"],
+            batch["actions"],
+            batch["next_observations"],
+            batch["terminals"].unsqueeze(1),
+            batch["rewards"].unsqueeze(1),
+            penalties=None if penalties is None else penalties.unsqueeze(1),
         )
+
+
+class PenalisedSAC(SAC):
+    """SB3's SAC with EMPO's critic target and temperature clamp (the built-in SAC's semantics).
+
+    ``target_penalty``: the target is ``r - c * p + discount * (1 - done) * V'(s')`` with
+    ``V'(s') = min Q'(s', a') - alpha * log pi(a'|s')`` and ``c = coef``, or with decay ``coef *
+    clamp(V'(s') / decay_scale, 0, 1)`` per row; ``p`` is the row's raw penalty (zero for real rows).
+    ``alpha_max``: the temperature used in the target and the actor loss is ``min(alpha, alpha_max)``;
+    log alpha itself learns unclamped. With neither set, ``train`` is SB3's own.
+    """
+
+    target_penalty: TargetPenalty | None = None
+    alpha_max: float | None = None
+
+    def temperature(self) -> torch.Tensor:
+        """The alpha the losses use: SB3's (detached), clamped to ``alpha_max`` if set."""
+        if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+            alpha = torch.exp(self.log_ent_coef.detach())
+        else:
+            alpha = self.ent_coef_tensor
+        return alpha if self.alpha_max is None else alpha.clamp(max=self.alpha_max)
+
+    @torch.no_grad()
+    def target_q_values(self, data: MixedSamples, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(critic target [B, 1], the penalty taken off each row [B, 1]); draws a' ~ pi(.|s')."""
+        next_actions, next_log_prob = self.actor.action_log_prob(data.next_observations)
+        next_q = (
+            torch.cat(self.critic_target(data.next_observations, next_actions), dim=1).min(dim=1, keepdim=True).values
+        )
+        next_value = next_q - alpha * next_log_prob.reshape(-1, 1)
+        penalty = torch.zeros_like(next_value)
+        if self.target_penalty is not None:
+            if getattr(data, "penalties", None) is None:  # a plain SB3 buffer's samples have no penalties
+                raise EmpoError("penalty_at: update needs each row's penalty; the replay buffer gave none")
+            tp = self.target_penalty
+            coef = tp.coef * (next_value / tp.decay_scale).clamp(0.0, 1.0) if tp.decay else tp.coef
+            penalty = coef * data.penalties
+        discount = data.discounts if data.discounts is not None else self.gamma
+        return data.rewards - penalty + (1.0 - data.dones) * discount * next_value, penalty
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        if self.target_penalty is None and self.alpha_max is None:
+            super().train(gradient_steps, batch_size)
+            return
+        # SB3's update step for step (the same draws in the same order), with EMPO's target and alpha
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+        logged: dict[str, list[float]] = {
+            "ent_coef": [],
+            "ent_coef_loss": [],
+            "actor_loss": [],
+            "critic_loss": [],
+            "penalty_in_target": [],
+        }
+        for step in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            if self.use_sde:
+                self.actor.reset_noise()
+            actions_pi, log_prob = self.actor.action_log_prob(data.observations)
+            log_prob = log_prob.reshape(-1, 1)
+            alpha = self.temperature()
+            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                self.ent_coef_optimizer.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+                logged["ent_coef_loss"].append(ent_coef_loss.item())
+            logged["ent_coef"].append(alpha.item())
+
+            target, penalty = self.target_q_values(data, alpha)
+            logged["penalty_in_target"].append(penalty.mean().item())
+            critic_loss = 0.5 * sum(F.mse_loss(q, target) for q in self.critic(data.observations, data.actions))
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()  # type: ignore[union-attr]
+            self.critic.optimizer.step()
+            logged["critic_loss"].append(critic_loss.item())  # type: ignore[union-attr]
+
+            q_pi = torch.cat(self.critic(data.observations, actions_pi), dim=1).min(dim=1, keepdim=True).values
+            actor_loss = (alpha * log_prob - q_pi).mean()
+            self.actor.optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor.optimizer.step()
+            logged["actor_loss"].append(actor_loss.item())
+
+            if step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for name, values in logged.items():
+            if values:
+                self.logger.record(f"train/{name}", float(np.mean(values)))
 
 
 class _SpacesOnly(gym.Env):
@@ -89,9 +214,12 @@ def not_applied(config: TrainConfig) -> list[str]:
     return notes
 
 
-def make_sac(config: TrainConfig, task: Task, device: torch.device | str, context: AgentContext | None = None) -> SAC:
-    """SB3's SAC for the run's settings, its weights from ``config.seed``. SB3 seeds the process's global
-    generators when given a seed; their state is put back, so building one (to load a run) changes nothing."""
+def make_sac(
+    config: TrainConfig, task: Task, device: torch.device | str, context: AgentContext | None = None
+) -> PenalisedSAC:
+    """SB3's SAC for the run's settings, its weights from ``config.seed``, with the algorithm's critic
+    target penalty and temperature clamp. SB3 seeds the process's global generators when given a seed;
+    their state is put back, so building one (to load a run) changes nothing."""
     states = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
     try:
         return _make_sac(config, task, device, context)
@@ -101,10 +229,12 @@ def make_sac(config: TrainConfig, task: Task, device: torch.device | str, contex
         random.setstate(states[2])
 
 
-def _make_sac(config: TrainConfig, task: Task, device: torch.device | str, context: AgentContext | None = None) -> SAC:
+def _make_sac(
+    config: TrainConfig, task: Task, device: torch.device | str, context: AgentContext | None = None
+) -> PenalisedSAC:
     sac_config = config.sac
     target_entropy: Any = "auto" if sac_config.target_entropy is None else float(sac_config.target_entropy)
-    sac = SAC(
+    sac = PenalisedSAC(
         "MlpPolicy",
         _SpacesOnly(task),
         learning_rate=sac_config.critic_lr,
@@ -122,6 +252,9 @@ def _make_sac(config: TrainConfig, task: Task, device: torch.device | str, conte
         verbose=0,
     )
     sac.set_logger(configure(None, []))  # train() records its losses; the loop reads them (no files)
+    # the loop's penalty (its coefficient in the run's unit); without a loop (loading a policy) none is needed
+    sac.target_penalty = context.penalty.target_penalty() if context is not None else None
+    sac.alpha_max = config.algorithm.alpha_max
     return sac
 
 
@@ -133,7 +266,12 @@ class SB3Agent:
         if skipped:
             context.log(f"sb3-sac does not apply {'; '.join(skipped)}")
         self.obs_dim, self.act_dim = context.task.obs_dim, context.task.act_dim
-        self.metric_names = tuple(METRICS.values()) if context.config.sac.auto_alpha else ("critic_loss", "actor_loss", "alpha")
+        names = tuple(METRICS.values())
+        if not context.config.sac.auto_alpha:
+            names = tuple(name for name in names if name != "alpha_loss")
+        if self.sac.target_penalty is None:  # SB3's own train() does not report it
+            names = tuple(name for name in names if name != "penalty_in_target")
+        self.metric_names = names
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -24,13 +24,18 @@ target through numpy (its n-step return code), so it cannot run under ``runtime.
 tanh log-probability correction is ``log(1 - tanh(u)^2 + eps)``; the two critics are separate
 networks with separate optimisers (the built-in evaluates them as one ensemble, which is the same
 arithmetic); the temperature it reports (``alpha``) is the one after that update's step.
+
+EMPO's published mechanism runs in :class:`PenalisedSAC`: with ``{algo}.penalty_at: update`` each
+row's raw penalty (zero for real rows) is subtracted inside the critic target, with
+``penalty_decay`` scaled per row by ``clamp(V'(s') / decay_scale, 0, 1)`` as in the built-in SAC
+(empo/agents/sac.py); ``alpha_max`` clamps the temperature the losses use (:class:`ClampedAutoAlpha`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -38,13 +43,14 @@ import torch
 from tianshou.algorithm.modelfree.sac import SAC, AutoAlpha, SACPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory, LRSchedulerFactory
 from tianshou.data import Batch, ReplayBuffer
+from tianshou.data.types import BatchWithReturnsProtocol, DistLogProbBatchProtocol, RolloutBatchProtocol
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
 from tianshou.utils.torch_utils import policy_within_training_step
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from empo.agents.sac import SACConfig
+from empo.agents.sac import SACConfig, TargetPenalty
 from empo.data.tasks import Task
 from empo.errors import EmpoError
 from empo.loop.agents import AgentContext
@@ -113,6 +119,66 @@ class RecordingAdamFactory(AdamOptimizerFactory):
         return self.optimizer
 
 
+class ClampedAutoAlpha(AutoAlpha):
+    """tianshou's learnt temperature whose value (what the target and the actor loss use) is clamped to
+    ``alpha_max``; log alpha itself learns unclamped, as in the built-in SAC. Its state dict is AutoAlpha's."""
+
+    def __init__(self, target_entropy: float, log_alpha: float, optim: RecordingAdamFactory, alpha_max: float) -> None:
+        super().__init__(target_entropy, log_alpha, optim)
+        self.alpha_max = float(alpha_max)
+
+    @property
+    def value(self) -> float:
+        return min(super().value, self.alpha_max)
+
+
+class PenalisedSAC(SAC):
+    """tianshou's SAC whose critic target takes each row's penalty off the reward (the built-in SAC's
+    ``TargetPenalty``): ``r - c * p + gamma * (1 - done) * V'(s')``, ``V'(s') = min Q'(s', a') - alpha *
+    log pi(a'|s')``, ``c = coef`` or with decay ``coef * clamp(V'(s') / decay_scale, 0, 1)`` per row.
+
+    tianshou computes ``r + gamma * (1 - done) * V'(s')`` (its n-step return, one step here);
+    ``_target_q_compute_value`` keeps that V'(s') and ``_preprocess_batch`` then subtracts ``c * p``,
+    ``p`` being the batch's ``penalty`` column. Without a ``target_penalty`` it is tianshou's SAC.
+    """
+
+    target_penalty: TargetPenalty | None = None
+    last_penalty_in_target = 0.0  # the mean of c * p over the last batch (a host float)
+    _next_value: torch.Tensor | None = None
+
+    def _target_q_compute_value(self, obs_batch: Batch, act_batch: DistLogProbBatchProtocol) -> torch.Tensor:
+        value = super()._target_q_compute_value(obs_batch, act_batch)
+        # a copy: tianshou masks terminal rows of the returned tensor in place (through a shared numpy
+        # view on the CPU), and the decay reads V'(s') unmasked, as the built-in SAC does
+        self._next_value = value.detach().clone()
+        return value
+
+    def _preprocess_batch(
+        self, batch: RolloutBatchProtocol, buffer: ReplayBuffer, indices: np.ndarray
+    ) -> RolloutBatchProtocol | BatchWithReturnsProtocol:
+        batch = super()._preprocess_batch(batch, buffer, indices)
+        if self.target_penalty is None:
+            return batch
+        if self._next_value is None or getattr(batch, "penalty", None) is None:
+            raise EmpoError("penalty_at: update needs each row's penalty; the replay buffer gave none")
+        returns = cast(BatchWithReturnsProtocol, batch).returns
+        penalty = self.penalty_in_target(
+            self._next_value.reshape(returns.shape), torch.as_tensor(batch.penalty).to(returns).reshape(returns.shape)
+        )
+        batch.returns = returns - penalty
+        self.last_penalty_in_target = penalty.mean().item()
+        self._next_value = None
+        return batch
+
+    def penalty_in_target(self, next_value: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+        """``c * p`` per row: what the critic target takes off the reward (V'(s') unmasked by the terminal)."""
+        tp = self.target_penalty
+        if tp is None:
+            return torch.zeros_like(penalty)
+        coef = tp.coef * (next_value / tp.decay_scale).clamp(0.0, 1.0) if tp.decay else tp.coef
+        return coef * penalty
+
+
 def make_sac(
     obs_dim: int,
     act_dim: int,
@@ -120,10 +186,13 @@ def make_sac(
     device: str | torch.device = "cpu",
     seed: int = 0,
     lr_decay: tuple[int, int] | None = None,
-) -> tuple[SAC, RecordingAdamFactory | None]:
+    target_penalty: TargetPenalty | None = None,
+    alpha_max: float | None = None,
+) -> tuple[PenalisedSAC, RecordingAdamFactory | None]:
     """tianshou's SAC with the run's ``sac:`` settings on ``device``, its weights drawn from ``seed``.
 
     ``lr_decay``: (epochs, steps_per_epoch) of the actor's cosine lr decay (None: constant lr).
+    ``target_penalty``: the penalty inside the critic target; ``alpha_max``: the temperature clamp.
     Returns the algorithm and the temperature's optimiser factory (None with a fixed temperature).
     """
     with torch.random.fork_rng(devices=[]):  # the weights depend on the seed only, not on the global RNG
@@ -137,9 +206,12 @@ def make_sac(
     if config.auto_alpha:
         alpha_optim = RecordingAdamFactory(lr=config.alpha_lr)
         target_entropy = float(-act_dim if config.target_entropy is None else config.target_entropy)
-        alpha: float | AutoAlpha = AutoAlpha(target_entropy, math.log(config.init_alpha), alpha_optim)
+        if alpha_max is None:
+            alpha: float | AutoAlpha = AutoAlpha(target_entropy, math.log(config.init_alpha), alpha_optim)
+        else:
+            alpha = ClampedAutoAlpha(target_entropy, math.log(config.init_alpha), alpha_optim, alpha_max)
     else:
-        alpha = float(config.init_alpha)
+        alpha = float(config.init_alpha) if alpha_max is None else min(float(config.init_alpha), float(alpha_max))
     policy = SACPolicy(
         actor=actor,
         action_space=gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32),
@@ -148,10 +220,19 @@ def make_sac(
         deterministic_eval=True,
     )
     critic_optim = AdamOptimizerFactory(lr=config.critic_lr)  # one Adam per critic
-    sac = SAC(
-        policy=policy, policy_optim=actor_optim, critic=critic, critic_optim=critic_optim, critic2=critic2,
-        critic2_optim=critic_optim, tau=config.tau, gamma=config.gamma, alpha=alpha, n_step_return_horizon=1,
+    sac = PenalisedSAC(
+        policy=policy,
+        policy_optim=actor_optim,
+        critic=critic,
+        critic_optim=critic_optim,
+        critic2=critic2,
+        critic2_optim=critic_optim,
+        tau=config.tau,
+        gamma=config.gamma,
+        alpha=alpha,
+        n_step_return_horizon=1,
     )
+    sac.target_penalty = target_penalty
     # in place: the optimisers keep their parameters (the temperature's included)
     return sac.to(torch.device(device)), alpha_optim
 
@@ -160,7 +241,8 @@ class MixedBatchBuffer(ReplayBuffer):
     """A tianshou ``ReplayBuffer`` that holds one mixed batch of the loop, drawn anew by every
     ``sample(n)`` (``draw(n)``: ``AgentContext.mixed_batch``).
 
-    Observations and actions stay torch tensors on the loop's device; rewards and end flags are
+    Observations, actions and the raw penalties (``penalty``, zero for real rows and when the draw has
+    none) stay torch tensors on the loop's device; rewards and end flags are
     numpy arrays on the host, which tianshou's return computation (numba) needs. Every row is a
     whole one-step transition: ``done`` is the terminal flag, no episode is unfinished, and
     ``next``/``prev`` stay in place (the SAC here uses one-step returns).
@@ -181,9 +263,16 @@ class MixedBatchBuffer(ReplayBuffer):
         host = torch.stack([data["rewards"].reshape(-1).float(), data["terminals"].reshape(-1).float()]).cpu().numpy()
         terminated = host[1] > 0.5
         self.maxsize, self._indices = n, np.arange(n)
+        penalty = data.get("penalties")
         self._meta = Batch(
-            obs=data["observations"], act=data["actions"], rew=host[0].astype(np.float64), terminated=terminated,
-            truncated=np.zeros(n, dtype=bool), done=terminated.copy(), obs_next=data["next_observations"],
+            obs=data["observations"],
+            act=data["actions"],
+            rew=host[0].astype(np.float64),
+            terminated=terminated,
+            truncated=np.zeros(n, dtype=bool),
+            done=terminated.copy(),
+            obs_next=data["next_observations"],
+            penalty=torch.zeros(n, device=data["observations"].device) if penalty is None else penalty.reshape(-1),
         )
         self._size, self._insertion_idx, self.last_index = n, 0, np.array([n - 1])
         indices = np.arange(n)
@@ -207,15 +296,30 @@ class TianshouSACAgent:
         self.context = context
         self.obs_dim, self.act_dim = task.obs_dim, task.act_dim
         self.batch_size = config.training.batch_size
-        lr_decay = (config.training.epochs, config.training.steps_per_epoch) if config.sac.actor_lr_cosine_decay else None
-        self.sac, self.alpha_optim = make_sac(task.obs_dim, task.act_dim, config.sac, context.device, config.seed, lr_decay)
+        lr_decay = (
+            (config.training.epochs, config.training.steps_per_epoch) if config.sac.actor_lr_cosine_decay else None
+        )
+        self.sac, self.alpha_optim = make_sac(
+            task.obs_dim,
+            task.act_dim,
+            config.sac,
+            context.device,
+            config.seed,
+            lr_decay,
+            context.penalty.target_penalty(),
+            config.algorithm.alpha_max,
+        )
         self.actor = self.sac.policy.actor
         self.buffer = MixedBatchBuffer(context.mixed_batch, self.batch_size)
         self.generator = torch.Generator(device=context.device)  # act() without a generator
         self.generator.manual_seed(config.seed + 1)
         self.updates = 0
-        names = ("critic_loss", "actor_loss", "alpha_loss", "alpha")
-        self.metric_names = names if config.sac.auto_alpha else tuple(n for n in names if n != "alpha_loss")
+        names = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "penalty_in_target")
+        if not config.sac.auto_alpha:
+            names = tuple(n for n in names if n != "alpha_loss")
+        if self.sac.target_penalty is None:  # nothing taken off in the target: not reported
+            names = tuple(n for n in names if n != "penalty_in_target")
+        self.metric_names = names
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -243,6 +347,8 @@ class TianshouSACAgent:
                 sums["alpha"] += stats.alpha
                 if "alpha_loss" in sums:
                     sums["alpha_loss"] += stats.alpha_loss
+                if "penalty_in_target" in sums:
+                    sums["penalty_in_target"] += self.sac.last_penalty_in_target
         self.updates += steps
         self.context.add_metrics({name: total / steps for name, total in sums.items()}, steps)
 

@@ -90,8 +90,8 @@ class AgentSpec:
     # check_state(config, task, state), which raises when a checkpoint's agent state cannot be loaded
     module: str
     extra: str | None = None  # the pip extra that installs its framework
-    # what only the built-in agent does (the loop refuses these settings with the others)
-    target_penalty: bool = False  # the penalty inside every critic target ({algo}.penalty_at: update)
+    # what the agent can run (the loop refuses a setting whose flag is off before any work)
+    target_penalty: bool = False  # the penalty inside every critic target ({algo}.penalty_at: update, its decay)
     alpha_max: bool = False  # a clamp of the temperature ({algo}.alpha_max)
     cuda_graph: bool = False  # runtime.cuda_graph
     sync_debug: bool = False  # runtime.sync_debug: no host synchronisation inside an update
@@ -105,11 +105,28 @@ class AgentSpec:
 
 
 AGENTS: dict[str, AgentSpec] = {
-    "sac": AgentSpec("EMPO's own device-resident SAC (the default; every loop setting)", "empo.loop.builtin_agent",
-                     target_penalty=True, alpha_max=True, cuda_graph=True, sync_debug=True),
-    "sb3-sac": AgentSpec("stable-baselines3's SAC on the loop's mixed batches", "empo.integrations.sb3_agent"),
-    "tianshou-sac": AgentSpec("tianshou's SAC on the loop's mixed batches", "empo.integrations.tianshou_agent",
-                              extra="tianshou"),
+    "sac": AgentSpec(
+        "EMPO's own device-resident SAC (the default; every loop setting)",
+        "empo.loop.builtin_agent",
+        target_penalty=True,
+        alpha_max=True,
+        cuda_graph=True,
+        sync_debug=True,
+    ),
+    # both frameworks read their losses to the host every update: no CUDA graph, no sync_debug
+    "sb3-sac": AgentSpec(
+        "stable-baselines3's SAC on the loop's mixed batches",
+        "empo.integrations.sb3_agent",
+        target_penalty=True,
+        alpha_max=True,
+    ),
+    "tianshou-sac": AgentSpec(
+        "tianshou's SAC on the loop's mixed batches",
+        "empo.integrations.tianshou_agent",
+        extra="tianshou",
+        target_penalty=True,
+        alpha_max=True,
+    ),
 }
 
 

@@ -90,7 +90,8 @@ class ModelSection:
     """The transition model's preset (configs/models/), overrides of its fit, e.g. {etm: {epochs: 10}},
     and of its inference samplers (``samplers``)."""
 
-    preset: Literal["paper", "quick", "quick-warm", "quick-accurate", "learn", "smoke"] = "paper"  # empo.models.config.PRESETS
+    # empo.models.config.PRESETS
+    preset: Literal["paper", "quick", "quick-warm", "quick-accurate", "learn", "smoke"] = "paper"
     overrides: dict[str, Any] = field(default_factory=dict)
     # The ETM's inference samplers, e.g. {etm: {rollout_langevin: {steps: 10}}}: applied to the model
     # the run uses (cached, --model-dir or new) without a new fit; not part of the model cache key.
@@ -127,10 +128,14 @@ class TrainConfig:
         self.algorithms = {**_default_algorithms(), **self.algorithms}
         unsupported = unsupported_settings(self)
         if unsupported:
+            # each refused 'key=value' with the value this agent runs
+            fallback = {"penalty_at": "rollout", "alpha_max": "null", "cuda_graph": "false", "sync_debug": "false"}
+            fixes = [
+                f"{key}={fallback[key.rsplit('.', 1)[-1]]}" for key in (item.split("=")[0] for item in unsupported)
+            ]
             raise ValueError(
-                f"agent {self.agent!r} cannot run {', '.join(unsupported)} (only the built-in agent 'sac' can); "
-                f"with this agent set {self.algo}.penalty_at=rollout, {self.algo}.alpha_max=null, "
-                "runtime.cuda_graph=false and runtime.sync_debug=false (the quick preset's EMPO and MOPO already run so)"
+                f"agent {self.agent!r} cannot run {', '.join(unsupported)} (the built-in agent 'sac' can); "
+                f"with this agent set {', '.join(fixes)}"
             )
 
     @property
@@ -157,7 +162,8 @@ def task_config_dict(task: str, preset: str | None = None) -> tuple[dict[str, An
 
     get_task(task)  # a misspelt task name is an error listing the valid ones
     data = packaged_yaml("tasks", task)
-    task_model_section(task, "paper", data.pop("models", None))  # its model presets' sections: checked, not run settings
+    # its model presets' sections: checked, not run settings
+    task_model_section(task, "paper", data.pop("models", None))
     per_preset = preset_sections(data.pop("presets", None), "presets", PRESETS, f"configs/tasks/{task}.yaml")
     return data, per_preset.get(preset, {}) if preset is not None else {}
 

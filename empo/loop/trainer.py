@@ -23,6 +23,8 @@ import torch
 from empo.config import save_yaml
 from empo.data.tasks import Task, get_task
 from empo.errors import EmpoError
+from empo.evaluation.dashboard import score_tag
+from empo.evaluation.policy_eval import NonFiniteActionError
 from empo.loop.agents import AgentContext, LoopAgent, build_agent
 from empo.loop.buffers import TransitionBuffer
 from empo.loop.config import TrainConfig
@@ -378,10 +380,13 @@ class Trainer:
         eval_return = eval_return_std = score = score_std = eval_length = float("nan")
         result = None
         if self.evaluator is not None and cfg.training.eval_episodes > 0:
-            result = self.evaluator.evaluate(
-                lambda obs: self.agent.act(obs, deterministic=True), seed=cfg.seed * 1_000_000 + self.epoch * 1000,
-                gamma=cfg.sac.gamma, prefix_steps=cfg.diagnostics.horizon,
-            )
+            try:
+                result = self.evaluator.evaluate(
+                    lambda obs: self.agent.act(obs, deterministic=True), seed=cfg.seed * 1_000_000 + self.epoch * 1000,
+                    gamma=cfg.sac.gamma, prefix_steps=cfg.diagnostics.horizon,
+                )
+            except NonFiniteActionError as exc:  # a policy with non-finite weights: the run diverged
+                self._diverged([f"policy actions (episode {exc.episode}, step {exc.step} of the evaluation)"])
             eval_return, eval_return_std = result.mean_return, result.std_return
             score, score_std, eval_length = result.mean_score, result.std_score, result.mean_length
         diagnostics = self.diagnostics(result)
@@ -442,6 +447,10 @@ class Trainer:
             "time": ("time_rollout", "time_update", "time_eval", "time_epoch", "wall_time"),
         }
         scalars = {f"{group}/{name.removeprefix(group + '_')}": row[name] for group, names in groups.items() for name in names}
+        # the score once more under a tag naming the run's task, algorithm and preset: TensorBoard's charts
+        # pick tags, not runs, by regex, so this is what groups a sweep's seeds (empo/evaluation/dashboard.py)
+        cfg = self.config
+        scalars[score_tag(cfg.task, cfg.algo, cfg.preset, cfg.agent)] = row["normalized_score"]
         self.recorder.log_scalars(scalars, step=row["updates"])
 
     # ---------------------------------------------------------------------------------- the run

@@ -1,6 +1,6 @@
 """Is it a model's next states or its penalty that fails? Run empo-train with the two from different models.
 
-    python benchmarks/diag_swap_penalty.py --states MODEL_DIR --penalty MODEL_DIR \\
+    python benchmarks/archive/diag_swap_penalty.py --states MODEL_DIR --penalty MODEL_DIR \\
         --task hopper-medium --algo empo --preset quick --seed 0 --threads 1 --run-dir RUN_DIR
 
 The run goes through ``empo.pipeline.train_agent`` with the pair as its model (the algorithm's
@@ -71,7 +71,7 @@ def main() -> int:
     penalty = load_dynamics(args.penalty, task, device=args.device)
     print(f"next states, rewards and terminations from {args.states}; penalty from {args.penalty}")
     summary = train_agent(config, args.run_dir, device=args.device, model=PenaltySwap(states, penalty), model_dir=args.states,
-                          progress=False, command=" ".join(["python benchmarks/diag_swap_penalty.py", *sys.argv[1:]]))
+                          progress=False, command=" ".join(["python benchmarks/archive/diag_swap_penalty.py", *sys.argv[1:]]))
     print(json.dumps(summary, indent=2))
     return 0
 

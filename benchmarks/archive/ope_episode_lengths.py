@@ -2,7 +2,7 @@
 true values use), to set beside the model rollout lengths that ``empo-ope`` reports: a model that
 ends a good policy's episodes early undervalues it.
 
-    python benchmarks/ope_episode_lengths.py --task walker2d-medium [--policies suite] [--episodes 10]
+    python benchmarks/archive/ope_episode_lengths.py --task walker2d-medium [--policies suite] [--episodes 10]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ as empo-ope's model estimator does (noiseless prediction, dataset initial states
 data's range) and count, at each rollout's end, which part of the task's health rule failed
 (height too low or too high, angle out of range), with the state dimension's value over time.
 
-    python benchmarks/diag_ope_terminations.py --task walker2d-medium --model-dir DIR [--policies suite] [--starts 10]
+    python benchmarks/archive/diag_ope_terminations.py --task walker2d-medium --model-dir DIR [--policies suite] [--starts 10]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Also the time of one rollout step (every member sampled, batch ``--batch``) per 
 the FTM's step, measured side by side in this process. Members are combined by their median, as
 ``ETMDynamics.predict`` does.
 
-    python benchmarks/bench_sampler_steps.py --task hopper-medium --etm DIR --ftm DIR \\
+    python benchmarks/archive/bench_sampler_steps.py --task hopper-medium --etm DIR --ftm DIR \\
         [--steps 5 10 20 30 50 100] [--samples 1000] [--starts 200] [--batch 2500] [--out FILE]
 """
 

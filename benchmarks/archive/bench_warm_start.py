@@ -7,7 +7,7 @@ and trains EMPO on the quick preset with it for each seed. The runs are normal r
 ``--work``; a rerun resumes unfinished ones (a session that ends loses at most an epoch) and
 reuses finished ones. The table puts each run next to the figures given with ``--reference``.
 
-    python benchmarks/bench_warm_start.py --model-dir ~/.empo/fidelity/hopper-medium/etm-quick-head-s0 \\
+    python benchmarks/archive/bench_warm_start.py --model-dir ~/.empo/fidelity/hopper-medium/etm-quick-head-s0 \\
         [--task hopper-medium] [--steps 5] [--seeds 0 1] [--set empo.penalty_coef=10 --tag=-coef10] [--work DIR] [--out FILE]
 """
 
@@ -109,7 +109,7 @@ def main() -> None:
     lines = [
         f"# EMPO, quick preset, {args.task}: the mean-head warm-start rollout sampler ({args.steps} steps)",
         "",
-        f"- Command: `python benchmarks/bench_warm_start.py --model-dir {args.model_dir} --task {args.task} --steps {args.steps} "
+        f"- Command: `python benchmarks/archive/bench_warm_start.py --model-dir {args.model_dir} --task {args.task} --steps {args.steps} "
         f"--seeds {' '.join(map(str, args.seeds))}" + (f" --step-size {args.step_size:g}" if args.step_size is not None else "") + "".join(f" --set {a}" for a in args.set) + (f" --tag={args.tag}" if args.tag else "") + "`",
         f"- Device: {device_name('cpu')}; date {time.strftime('%Y-%m-%d')}; commit {git_commit()}",
         f"- Model: {args.model_dir} (an ETM fit with a mean head), its rollout sampler replaced by: start at the mean "

@@ -1,6 +1,6 @@
 """Where a learned model's rollouts go wrong, measured against the simulator.
 
-    python benchmarks/diag_model_rollouts.py --task hopper-medium \\
+    python benchmarks/archive/diag_model_rollouts.py --task hopper-medium \\
         --model-dir ~/.empo/models/hopper-medium-etm-3012ec504d7d-s0 \\
         --run-dir ~/.empo/runs/hopper-medium-empo-quick-s0 [--starts 2000] [--out FILE.md]
 
@@ -123,7 +123,7 @@ def main() -> int:
     lines = [
         f"# Model rollouts against the simulator: {task.name}",
         "",
-        f"- command: `python benchmarks/diag_model_rollouts.py {' '.join(sys.argv[1:])}`",
+        f"- command: `python benchmarks/archive/diag_model_rollouts.py {' '.join(sys.argv[1:])}`",
         f"- device: {device_name()}, {args.threads} thread(s); date {date.today().isoformat()}; commit {git_commit()}",
         f"- model: {args.model_dir} ({model.kind}); policy: {checkpoint_path} (epoch {checkpoint['epoch']})",
         "",

@@ -9,7 +9,7 @@ change on the true change per velocity dimension (1 = right, < 1 = shrunk toward
 symptom of benchmarks/results/empo-quick-divergence-cpu.md). Fit time comes from each folder's
 train_log.csv.
 
-    python benchmarks/bench_fidelity.py --task hopper-medium \\
+    python benchmarks/archive/bench_fidelity.py --task hopper-medium \\
         --model mean=DIR_A --model sum=DIR_B [--samples 2000] [--starts 300] [--out FILE]
 """
 

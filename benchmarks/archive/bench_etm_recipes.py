@@ -10,10 +10,10 @@ recipes compare fairly on a shared machine; ``--time-updates`` measures seconds 
 recipe at 1 and 2 threads side by side, to turn updates into wall time on an idle machine.
 A rerun resumes unfinished fits from their checkpoints and reuses finished ones.
 
-    python benchmarks/bench_etm_recipes.py --task hopper-medium --recipes quick head-neg10 \\
+    python benchmarks/archive/bench_etm_recipes.py --task hopper-medium --recipes quick head-neg10 \\
         --ftm ~/.empo/fidelity/hopper-medium/ftm-quick-s0 --ood hopper-random hopper-medium-expert hopper-expert \\
         [--budget-min 30] [--marks 5 10 20 30] [--work DIR] [--out FILE]
-    python benchmarks/bench_etm_recipes.py --task hopper-medium --recipes quick head-neg10 --time-updates 20
+    python benchmarks/archive/bench_etm_recipes.py --task hopper-medium --recipes quick head-neg10 --time-updates 20
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ def write_report(args: argparse.Namespace, curves: dict[str, dict[str, Any]], ft
     lines = [
         f"# Quick-ETM recipes at equal CPU time, {args.task}",
         "",
-        f"- command: `python benchmarks/bench_etm_recipes.py --task {args.task} --recipes {' '.join(args.recipes)} "
+        f"- command: `python benchmarks/archive/bench_etm_recipes.py --task {args.task} --recipes {' '.join(args.recipes)} "
         f"--budget-min {args.budget_min:g} --marks {' '.join(f'{m:g}' for m in args.marks)}"
         + (f" --ood {' '.join(args.ood)}" if args.ood else "") + (f" --ftm {args.ftm}" if args.ftm else "")
         + (f" --seed {args.seed}" if args.seed else "") + "`",

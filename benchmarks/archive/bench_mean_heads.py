@@ -17,7 +17,7 @@ median (what the ETM's prediction takes) and mean (what the FTM's takes). The qu
 same seeds (the model cache's, fitted first where missing: the same fits the learning sweep uses)
 are scored beside them.
 
-    python benchmarks/bench_mean_heads.py --task hopper-medium --seeds 0 1 2 \
+    python benchmarks/archive/bench_mean_heads.py --task hopper-medium --seeds 0 1 2 \
         --ood hopper-random hopper-medium-expert hopper-expert
 
 Results go to ``$EMPO_HOME/bench-mean-heads/TASK/results.json`` after every fit (a rerun skips
@@ -258,7 +258,7 @@ def write_report(args: argparse.Namespace, results: dict[str, Any], out: Path | 
     lines = [
         f"# The ETM's mean heads alone, trained several ways, {args.task}",
         "",
-        f"- command: `python benchmarks/bench_mean_heads.py --task {args.task} --recipes {' '.join(args.recipes)} --seeds "
+        f"- command: `python benchmarks/archive/bench_mean_heads.py --task {args.task} --recipes {' '.join(args.recipes)} --seeds "
         f"{' '.join(map(str, args.seeds))} --members {args.members} --updates {args.updates} --ood {' '.join(args.ood)}`",
         f"- device: {device_name(torch.device('cpu'))}, {args.threads} torch thread(s); date {date.today()}; commit {git_commit()}",
         f"- next-state MSE in raw units: holdout one step ({args.samples} rows of the seed's holdout); other datasets: one step "
@@ -292,7 +292,7 @@ def write_report(args: argparse.Namespace, results: dict[str, Any], out: Path | 
                 errors = row["errors"]["mean" if name == "quick FTM" else "median"]
                 lines.append(f"| {name} | {s} | " + " | ".join(f"{errors[c]:.4g}" for c in columns) + " |")
     lines += ["", "Recipes:", ""] + [f"- `{name}`: {RECIPES[name].about}" for name in args.recipes]
-    out = out or Path(__file__).resolve().parent / "results" / f"mean-heads-{args.task}-cpu.md"
+    out = out or Path(__file__).resolve().parents[1] / "results" / f"mean-heads-{args.task}-cpu.md"
     old = out.read_text() if out.is_file() else ""
     notes = old[old.index("\n## ") :] if "\n## " in old else ""  # hand-written sections after the table survive a rerun
     atomic_write_text(out, "\n".join(lines) + "\n" + notes)
