@@ -332,6 +332,9 @@ def test_framework_agents_refuse_what_only_the_builtin_agent_does():
         resolve_config(
             "hopper-medium", "empo", "paper", overrides={"agent": "sb3-sac", "runtime": {"cuda_graph": True}}
         )
+    with pytest.raises(EmpoError, match=r"agent 'tianshou-sac' cannot run sac.bc_weight=0.4 .*set sac.bc_weight=0$"):
+        resolve_config("hopper-medium", "mopo", "smoke", overrides={"agent": "tianshou-sac", "sac": {"bc_weight": 0.4}})
+    assert resolve_config("hopper-medium", "mopo", "smoke", overrides={"sac": {"bc_weight": 0.4}}).sac.bc_weight == 0.4
     with pytest.raises(EmpoError, match="unknown agent 'sb4'"):
         resolve_config("hopper-medium", "mopo", "smoke", overrides={"agent": "sb4"})
     # the quick preset's EMPO takes the penalty at rollout time, so a framework's agent runs it

@@ -42,6 +42,11 @@ class SACConfig:
     # extrapolate off the data, which stops the critic divergence the quick ETM causes (see
     # docs/training.md); the paper preset keeps plain critics.
     critic_layer_norm: bool = False
+    # Not in the published recipe: a behaviour-cloning term on the batch's real rows, TD3+BC's form
+    # (Fujimoto & Gu 2021): the actor loss gains bc_weight * mean|Q| * ||tanh(mean(s)) - a||^2, so the
+    # weight does not depend on the scale of the rewards (0.4 is TD3+BC's alpha of 2.5). 0: off.
+    # docs/training.md, "Behaviour cloning on the real rows".
+    bc_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
@@ -54,6 +59,8 @@ class SACConfig:
             raise ValueError("log_std_min must be below log_std_max")
         if self.init_alpha <= 0:
             raise ValueError(f"init_alpha must be positive, got {self.init_alpha}")
+        if self.bc_weight < 0:
+            raise ValueError(f"bc_weight must be >= 0, got {self.bc_weight}")
         for name in ("actor_lr", "critic_lr", "alpha_lr"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -238,12 +245,13 @@ class SAC:
         return alpha if self.alpha_max is None else alpha.clamp(max=self.alpha_max)
 
     # ----------------------------------------------------------------------------- learning
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def update(self, batch: dict[str, torch.Tensor], real_rows: int | None = None) -> dict[str, torch.Tensor]:
         """One gradient step of critics, actor and temperature on ``batch``.
 
         ``batch`` holds observations, actions, rewards [B], next_observations, terminals [B], and
-        with a ``target_penalty`` the raw penalties [B]. Returns detached scalar tensors; reading
-        them forces a sync, so read them rarely.
+        with a ``target_penalty`` the raw penalties [B]. ``real_rows``: how many of the first rows
+        come from the dataset (None: all), the rows ``bc_weight`` clones. Returns detached scalar
+        tensors; reading them forces a sync, so read them rarely.
         """
         cfg = self.config
         obs, act = batch["observations"], batch["actions"]
@@ -274,6 +282,10 @@ class SAC:
         new_act, log_prob = self.actor.sample(obs, self.generator)
         q_new = self.critic(obs, new_act).min(dim=0).values
         actor_loss = (alpha * log_prob - q_new).mean()
+        real = obs.shape[0] if real_rows is None else real_rows
+        if cfg.bc_weight > 0 and real > 0:
+            cloned = (self.actor.deterministic(obs[:real]) - act[:real]).pow(2).sum(dim=-1).mean()
+            actor_loss = actor_loss + cfg.bc_weight * q_new.detach().abs().mean() * cloned
         self.actor_optim.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optim.step()

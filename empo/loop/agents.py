@@ -95,6 +95,7 @@ class AgentSpec:
     alpha_max: bool = False  # a clamp of the temperature ({algo}.alpha_max)
     cuda_graph: bool = False  # runtime.cuda_graph
     sync_debug: bool = False  # runtime.sync_debug: no host synchronisation inside an update
+    bc_weight: bool = False  # sac.bc_weight > 0: behaviour cloning on the batch's real rows
 
     def load(self, name: str) -> Any:
         try:
@@ -112,6 +113,7 @@ AGENTS: dict[str, AgentSpec] = {
         alpha_max=True,
         cuda_graph=True,
         sync_debug=True,
+        bc_weight=True,
     ),
     # both frameworks read their losses to the host every update: no CUDA graph, no sync_debug
     "sb3-sac": AgentSpec(
@@ -146,6 +148,8 @@ def unsupported_settings(config: TrainConfig) -> list[str]:
         problems.append(f"{config.algo}.alpha_max={algo.alpha_max}")
     if config.runtime.cuda_graph and not spec.cuda_graph:
         problems.append("runtime.cuda_graph=true")
+    if config.sac.bc_weight > 0 and not spec.bc_weight:
+        problems.append(f"sac.bc_weight={config.sac.bc_weight}")
     if config.runtime.sync_debug and not spec.sync_debug:  # the frameworks read their losses to the host every update
         problems.append("runtime.sync_debug=true")
     return problems

@@ -105,6 +105,11 @@ class TransitionBuffer:
         self.position, self.size = int(state["position"]), size
 
 
+def real_row_count(model_buffer: TransitionBuffer, batch_size: int, real_ratio: float) -> int:
+    """How many of a mixed batch's first rows are real: all of them while the model buffer is empty."""
+    return batch_size if len(model_buffer) == 0 else int(batch_size * real_ratio)
+
+
 def sample_mixed(
     real_buffer: TransitionBuffer,
     model_buffer: TransitionBuffer,
@@ -116,9 +121,7 @@ def sample_mixed(
 
     With an empty model buffer (before the first rollout) the whole batch is real.
     """
-    real_count = int(batch_size * real_ratio)
-    if len(model_buffer) == 0:
-        real_count = batch_size
+    real_count = real_row_count(model_buffer, batch_size, real_ratio)
     model_count = batch_size - real_count
     if model_count == 0:
         return real_buffer.sample(batch_size, generator)

@@ -15,7 +15,7 @@ import torch
 
 from empo.agents.sac import SAC
 from empo.errors import EmpoError
-from empo.loop.buffers import TransitionBuffer, sample_mixed
+from empo.loop.buffers import TransitionBuffer, real_row_count, sample_mixed
 from empo.loop.config import RuntimeConfig
 
 
@@ -68,7 +68,7 @@ class SACStep:
 
     def _step(self) -> None:
         batch = sample_mixed(self.real_buffer, self.model_buffer, self.batch_size, self.real_ratio, self.generator)
-        metrics = self.agent.update(batch)
+        metrics = self.agent.update(batch, real_rows=real_row_count(self.model_buffer, self.batch_size, self.real_ratio))
         self.metric_sums += torch.stack([metrics[name] for name in self.metric_names])
 
     def __call__(self) -> None:
