@@ -45,7 +45,8 @@ presets (cost of the agent phase; the model preset follows the same name):
          check of the method, not the paper's scores: benchmarks/results/learning-hopper-medium-quick-*.md.
   learn  at most 3 h of one CPU thread, models included (being measured: docs/training.md,
          "The learn preset"): models fitted until their holdout error stops improving (under a
-         cap), 200 epochs x 1000 updates, 10k-state rollouts, the penalty in data units.
+         cap), 200 epochs x 1000 updates, 10k-state rollouts, the penalty in data units,
+         behaviour cloning on the real rows (sac.bc_weight 0.4; not published).
   smoke  seconds: 4 tiny epochs, to check that everything runs. Learns nothing.
   Without --preset: paper on a CUDA device, quick on a CPU (the first line says which).
 
