@@ -265,13 +265,13 @@ def qlearning_dataset(
             "rewards": transitions.rewards,
         }
         return _qlearning_rows({**rows, **flags}, terminate_on_end)
-    keep = np.ones(len(transitions), dtype=bool) if terminate_on_end else transitions.timeouts < 0.5
+    kept = transitions if terminate_on_end else transitions.qlearning()  # the loaders' own timeout rule
     return {
-        "observations": transitions.observations[keep],
-        "actions": transitions.actions[keep],
-        "next_observations": transitions.next_observations[keep],
-        "rewards": transitions.rewards[keep],
-        "terminals": transitions.terminals[keep] > 0.5,
+        "observations": kept.observations,
+        "actions": kept.actions,
+        "next_observations": kept.next_observations,
+        "rewards": kept.rewards,
+        "terminals": kept.terminals > 0.5,
     }
 
 
