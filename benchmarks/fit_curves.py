@@ -67,6 +67,18 @@ def improvement(rows: list[dict]) -> float | None:
     return (a - b) / a if a > 0 else None
 
 
+def epoch_noise(rows: list[dict]) -> float | None:
+    """How much one epoch's next-state MSE moves from the last's over the fit's second half: the
+    standard deviation of log(e_t / e_(t-1)) (0.13: about 13%), trend included, so an upper bound
+    on the noise while the curve still falls."""
+    import math
+    import statistics
+
+    half = [float(r["holdout_next_obs_mse"]) for r in rows[len(rows) // 2:]]
+    ratios = [math.log(b / a) for a, b in zip(half[:-1], half[1:], strict=True) if a > 0 and b > 0]
+    return statistics.stdev(ratios) if len(ratios) >= 2 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
@@ -80,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
              f"- date {date.today()}, commit {commit}, {platform.processor() or platform.machine()}, Python {platform.python_version()}", ""]
     for fit in fits:
         meta, rows = fit["meta"], fit["rows"]
-        last = improvement(rows)
+        last, noise = improvement(rows), epoch_noise(rows)
         lines += [f"## {fit['folder']}", "",
                   f"- ended by: {meta.get('stopped_by', 'unknown (fit unfinished or older than stopped_by)')}; "
                   f"epochs {len(rows)}; last epoch's next-state MSE improvement "
-                  + (f"{100 * last:.1f}%" if last is not None else "n/a"), "",
+                  + (f"{100 * last:.1f}%" if last is not None else "n/a")
+                  + "; epoch-to-epoch movement over the second half (sd of the log ratio) "
+                  + (f"{100 * noise:.1f}%" if noise is not None else "n/a"), "",
                   "| epoch | updates | minutes | holdout next-state MSE | holdout reward MSE |", "|---|---|---|---|---|"]
         lines += [f"| {r['epoch']} | {r['updates']} | {r['fit_minutes']:.1f} | {float(r['holdout_next_obs_mse']):.5g} | "
                   f"{float(r['holdout_reward_mse']):.5g} |" for r in rows]

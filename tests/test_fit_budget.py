@@ -30,6 +30,48 @@ def test_the_stopper_counts_epochs_without_a_relative_improvement_per_member():
     assert not HoldoutStopper(0.01, None).stalled()  # no patience: never stalls
 
 
+def test_with_a_window_the_stopper_compares_the_mean_of_the_last_epochs():
+    errors = (3.0, 1.0, 2.0, 1.0, 1.6)
+    stopper = HoldoutStopper(improvement=0.01, patience=2, window=2)
+    # the means of the last two: 3 (one so far), 2, 1.5, 1.5, 1.3
+    assert [bool(stopper.improves(torch.tensor([e]))[0]) for e in errors] == [True, True, True, False, True]
+    assert stopper.best.item() == pytest.approx(1.3)
+    single = HoldoutStopper(improvement=0.01, patience=2)
+    assert [bool(single.improves(torch.tensor([e]))[0]) for e in errors] == [True, True, False, False, False]
+    restored = HoldoutStopper(0.01, 2, window=2)
+    restored.load_state_dict(stopper.state_dict())
+    assert bool(restored.improves(torch.tensor([0.9]))[0])  # (1.6 + 0.9) / 2 = 1.25: the window came back with the state
+    assert restored.best.item() == pytest.approx(1.25)
+
+
+def test_the_etm_saves_its_polyak_averaged_weights(tmp_path):
+    """One update an epoch: the saved ETM is the exponential average of the epochs' raw weights."""
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    decay = 0.6
+    config = load_model_config("etm", "smoke", {"etm": {"epochs": 3, "steps_per_epoch": 1, "weight_ema": decay}})
+    raw = []
+    train_dynamics(data, task, config, tmp_path / "m", progress=False,
+                   on_epoch=lambda e, m: raw.append({k: v.clone() for k, v in m.named_parameters()}) and False)
+    expected = dict(raw[0])
+    for params in raw[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * params[k] for k in expected}
+    saved = dict(load_dynamics(tmp_path / "m").named_parameters())
+    assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in expected)
+    assert not all(torch.allclose(saved[k], raw[-1][k], atol=1e-6) for k in expected)  # not the last raw weights
+
+
+def test_a_resumed_etm_fit_with_averaged_weights_ends_as_an_uninterrupted_one(tmp_path):
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    settings = {"etm": {"epochs": 4, "weight_ema": 0.9, "early_stop_patience": 3, "early_stop_window": 2}}
+    whole = train_dynamics(data, task, load_model_config("etm", "smoke", settings), tmp_path / "whole", progress=False)
+    train_dynamics(data, task, load_model_config("etm", "smoke", settings), tmp_path / "cut", progress=False,
+                   on_epoch=lambda e, m: e == 2)
+    resumed = train_dynamics(data, task, load_model_config("etm", "smoke", settings), tmp_path / "cut", progress=False, resume=True)
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
+    with open(tmp_path / "whole" / "train_log.csv") as f, open(tmp_path / "cut" / "train_log.csv") as g:
+        assert [r["holdout_next_obs_mse"] for r in csv.DictReader(f)] == [r["holdout_next_obs_mse"] for r in csv.DictReader(g)]
+
+
 def test_the_target_mse_weighs_next_state_and_reward_by_their_dimensions():
     assert holdout_target_mse({"holdout_next_obs_mse": 2.0, "holdout_reward_mse": 5.0}, obs_dim=3) == pytest.approx(11.0 / 4)
 
@@ -88,7 +130,8 @@ def test_a_resumed_fit_counts_its_minutes_on_from_the_checkpoint(tmp_path):
     assert torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)["fit_seconds"] > first > 0
 
 
-@pytest.mark.parametrize("setting", ["max_updates=0", "max_minutes=0", "early_stop_patience=0", "early_stop_improvement=-1"])
+@pytest.mark.parametrize("setting", ["max_updates=0", "max_minutes=0", "early_stop_patience=0", "early_stop_improvement=-1",
+                                     "early_stop_window=0", "weight_ema=1"])
 def test_bad_budgets_are_errors_naming_the_setting(setting):
     key, value = setting.split("=")
     with pytest.raises(EmpoError, match=key):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from empo.errors import EmpoError
 from empo.models.config import ETMConfig, LangevinConfig, ModelConfig
@@ -222,11 +223,20 @@ class ETMTrainer(EnsembleTrainer):
         self.optimizer = torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.loss_per_row = self.cfg.loss_reduction == "sum"
         self.done = False
-        self.stopper = HoldoutStopper(self.cfg.early_stop_improvement, self.cfg.early_stop_patience)
+        self.stopper = HoldoutStopper(self.cfg.early_stop_improvement, self.cfg.early_stop_patience, self.cfg.early_stop_window)
         self.best_state: dict[str, Tensor] | None = None
+        # torch's own Polyak averaging over the parameters (the scalers and the holdout index are
+        # buffers, fixed before training, so the copy's stay right)
+        self.averaged = (
+            None if self.cfg.weight_ema is None
+            else AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.weight_ema), use_buffers=False)
+        )
 
     def max_epochs(self) -> int:
         return self.cfg.epochs
+
+    def scored_model(self) -> ETMDynamics:
+        return self.model if self.averaged is None else self.averaged.module
 
     def end_epoch(self, errors: dict[str, float]) -> None:
         """With ``early_stop_patience``: keep the best epoch's ETM by its holdout target MSE, stop when it stalls."""
@@ -234,16 +244,22 @@ class ETMTrainer(EnsembleTrainer):
             return
         target_mse = holdout_target_mse(errors, self.model.obs_dim)
         if self.stopper.improves(torch.tensor([target_mse]))[0]:
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in self.scored_model().state_dict().items()}
         errors["holdout_target_mse_best"] = float(self.stopper.best[0])
         self.done = self.stopper.stalled()
 
     def finish(self) -> None:
+        """The saved ETM: the best epoch's (with early stopping), else the averaged weights (with them), else the last."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        elif self.averaged is not None:
+            self.model.load_state_dict(self.averaged.module.state_dict())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "stopper": self.stopper.state_dict(), "best_state": self.best_state}
+        state = {"optimizer": self.optimizer.state_dict(), "stopper": self.stopper.state_dict(), "best_state": self.best_state}
+        if self.averaged is not None:
+            state["averaged"] = self.averaged.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -251,6 +267,10 @@ class ETMTrainer(EnsembleTrainer):
             self.stopper.load_state_dict(state["stopper"])
             best = state["best_state"]
             self.best_state = None if best is None else {k: v.to(self.x.device) for k, v in best.items()}
+        if self.averaged is not None:
+            if "averaged" not in state:
+                raise EmpoError("this checkpoint was written without etm.weight_ema; resume it with the settings it was started with")
+            self.averaged.load_state_dict(state["averaged"])
 
     def holdout_rows(self, n_hold: int) -> int:
         return min(self.cfg.holdout_eval_size, n_hold)  # Langevin prediction is costly
@@ -276,4 +296,6 @@ class ETMTrainer(EnsembleTrainer):
         for _ in range(self.cfg.mean_head_updates - 1):
             rows = torch.randint(self.x.shape[0], tuple(index.shape), generator=self.generator, device=self.x.device)
             self.step_on(mean_head_loss(head(self.x[rows]), self.y[rows], self.loss_per_row))  # reaches the head alone
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         return loss

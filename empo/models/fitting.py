@@ -56,16 +56,21 @@ class HoldoutStopper:
 
     A member improves when its error falls by more than ``improvement`` of its best; the fit has
     stalled after ``patience`` epochs in which no member improved (never, with ``patience`` None).
+    With ``window`` above 1 the error compared is the mean of the last ``window`` epochs' (the
+    first ``window - 1`` epochs compare the mean of those so far), so that one epoch's noise neither
+    sets a best that later epochs cannot beat nor counts as progress.
     """
 
-    def __init__(self, improvement: float, patience: int | None) -> None:
-        self.improvement, self.patience = improvement, patience
+    def __init__(self, improvement: float, patience: int | None, window: int = 1) -> None:
+        self.improvement, self.patience, self.window = improvement, patience, window
         self.best: Tensor | None = None
         self.epochs_since_update = 0
+        self.recent: list[Tensor] = []
 
     def improves(self, errors: Tensor) -> Tensor:
         """Record one epoch's ``errors`` [members] (CPU); returns which members improved (their best is now these)."""
-        errors = errors.detach().cpu().double()
+        self.recent = (self.recent + [errors.detach().cpu().double()])[-self.window:]
+        errors = torch.stack(self.recent).mean(dim=0)
         if self.best is None:
             self.best = torch.full_like(errors, float("inf"))
         improved = torch.isinf(self.best) | ((self.best - errors) / self.best > self.improvement)
@@ -77,10 +82,11 @@ class HoldoutStopper:
         return self.patience is not None and self.epochs_since_update >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "epochs_since_update": self.epochs_since_update}
+        return {"best": self.best, "epochs_since_update": self.epochs_since_update, "recent": list(self.recent)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.epochs_since_update = state["best"], int(state["epochs_since_update"])
+        self.recent = list(state.get("recent", []))[-self.window:]  # checkpoints from before the window have none
 
 
 def holdout_target_mse(errors: dict[str, float], obs_dim: int) -> float:
@@ -123,6 +129,11 @@ class EnsembleTrainer:
 
     def finish(self) -> None:
         """After the last epoch, before the model is saved."""
+
+    def scored_model(self) -> DynamicsModel:
+        """The model whose holdout error an epoch logs (and early stopping reads): the trained one,
+        or the ETM's averaged weights (``etm.weight_ema``)."""
+        return self.model
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

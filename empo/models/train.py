@@ -157,7 +157,9 @@ def train_dynamics(
                 model.train()
                 mean_loss = trainer.train_epoch(bar, timer)
             model.eval()
-            errors = holdout_errors(model, x_hold[:eval_rows], y_hold[:eval_rows], generator)
+            scored = trainer.scored_model()
+            scored.eval()
+            errors = holdout_errors(scored, x_hold[:eval_rows], y_hold[:eval_rows], generator)
             trainer.end_epoch(errors)
             epoch += 1
             epoch_s = time.perf_counter() - started
