@@ -133,6 +133,8 @@ KEY_COMPATIBLE_DEFAULTS: dict[tuple[str, ...], Any] = {
     **{("etm", sampler, "init_noise"): 0.0 for sampler in ("train_langevin", "rollout_langevin", "eval_langevin")},
     ("etm", "early_stop_patience"): None,
     ("etm", "early_stop_improvement"): 0.01,
+    ("etm", "early_stop_window"): 1,
+    ("etm", "weight_ema"): None,
     **{(kind, cap): None for kind in ("etm", "ftm") for cap in ("max_updates", "max_minutes")},
 }
 
