@@ -68,8 +68,11 @@ class Transitions:
 
     def qlearning(self) -> Transitions:
         """D4RL's qlearning semantics: drop steps flagged as timeouts, keep terminals."""
-        keep = self.timeouts < 0.5
-        return self.select(keep)
+        return self.select(self.qlearning_mask())
+
+    def qlearning_mask(self) -> np.ndarray:
+        """The rows ``qlearning`` keeps (bool, one per row), for callers that need only which or how many."""
+        return self.timeouts < 0.5
 
     def select(self, mask_or_index: np.ndarray) -> Transitions:
         """A subset of rows (episode boundaries follow the kept rows; returns are recomputed)."""

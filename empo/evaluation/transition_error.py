@@ -189,7 +189,7 @@ def one_step_error(
 def one_step_rows(transitions: Transitions, index: np.ndarray | None = None, max_samples: int | None = None, seed: int = 0) -> np.ndarray:
     """Rows of ``transitions.qlearning()`` to score one step on: ``index`` (else all), a seeded sorted
     subset of ``max_samples`` if more (the same draw whatever the model, so that models can be compared row by row)."""
-    n = int(np.count_nonzero(transitions.timeouts < 0.5))  # len(transitions.qlearning()) without copying the data
+    n = int(np.count_nonzero(transitions.qlearning_mask()))  # len(transitions.qlearning()) without copying the data
     return _rows(n, index, max_samples, seed)
 
 
