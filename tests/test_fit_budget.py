@@ -147,3 +147,28 @@ def test_the_learn_presets_models_stop_on_their_holdout_error_under_a_cap(task):
     etm = load_model_config("etm", "learn", task=task).etm
     assert etm.early_stop_patience is not None and etm.max_updates is not None
     assert etm.max_updates <= etm.epochs * etm.steps_per_epoch  # the cap, not the epochs, bounds the fit
+
+
+@pytest.mark.parametrize("kind", ["etm", "ftm"])
+def test_finishing_a_fit_saves_what_its_checkpoint_holds_without_training(tmp_path, kind):
+    """--resume DIR --finish: the model a fit cut at epoch 2 would save (averaged ETM weights; the FTM's
+    best snapshots and elites), no further epoch, and a meta that says the fit was ended by hand."""
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    settings = {"etm": {"epochs": 5, "weight_ema": 0.9}} if kind == "etm" else {"ftm": {"max_epochs": 5}}
+    cut = train_dynamics(data, task, load_model_config(kind, "smoke", settings), tmp_path / "m", progress=False,
+                         on_epoch=lambda e, m: e == 2)
+    (tmp_path / "m" / "model.pt").unlink()
+    finished = train_dynamics(data, task, load_model_config(kind, "smoke", settings), tmp_path / "m", progress=False,
+                              resume=True, finish=True)
+    assert all(torch.equal(v, finished.state_dict()[k]) for k, v in cut.state_dict().items())
+    saved = load_dynamics(tmp_path / "m")
+    assert saved.meta["stopped_by"] == "hand" and saved.meta["fit_epochs"] == 2
+    with (tmp_path / "m" / "train_log.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 2
+    assert torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+def test_finishing_needs_a_fit_to_resume(tmp_path):
+    task, data = get_task("hopper-medium"), synthetic_transitions()
+    with pytest.raises(EmpoError, match="--resume DIR --finish"):
+        train_dynamics(data, task, load_model_config("ftm", "smoke"), tmp_path / "m", progress=False, finish=True)

@@ -46,6 +46,8 @@ def test_train_then_eval_then_resume(stub_data, tmp_path, capsys):
     assert any("hopper-expert" in note for note in report["notes"])  # not built: skipped, said so
     assert (out / "transition_error.csv").read_text().startswith("dataset,split,horizon")
     assert main(["train", "--resume", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert main(["train", "--resume", str(out), "--finish", "--device", "cpu", "--no-progress"]) == 0
+    assert json.loads((out / "model.json").read_text())["meta"]["stopped_by"] == "hand"
 
 
 def test_etm_smoke_train(stub_data, tmp_path):
@@ -62,6 +64,7 @@ def test_etm_smoke_train(stub_data, tmp_path):
         (["train", "--task", "hopper-medium", "--model", "etm", "--preset", "smoke", "--set", "etm.negatives=3"], "negatives"),
         (["train", "--task", "hoper-medium", "--model", "etm"], "hoper-medium"),
         (["train", "--model", "etm"], "--task"),
+        (["train", "--task", "hopper-medium", "--model", "etm", "--finish"], "--finish"),
         (["eval", "--model-dir", "/nonexistent/dir"], "no trained model"),
     ],
 )
@@ -88,4 +91,5 @@ def test_an_interrupted_fit_says_how_to_resume(stub_data, tmp_path, monkeypatch,
     monkeypatch.setattr(empo.models, "train_dynamics", interrupted)
     out = tmp_path / "etm"
     assert main(["train", "--task", "hopper-medium", "--model", "etm", "--preset", "smoke", "--run-dir", str(out)]) == 130
-    assert f"continue with: empo-model train --resume {out}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"continue with: empo-model train --resume {out}" in err and f"--resume {out} --finish" in err

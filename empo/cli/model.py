@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "model (model.pt + model.json) into the output directory.",
         epilog="examples:\n  empo-model train --task hopper-medium --model etm --preset quick\n"
         "  empo-model train --task hopper-medium --model ftm --set ftm.max_epochs=20\n"
-        "  empo-model train --resume runs/models/hopper-medium/etm-quick-seed0",
+        "  empo-model train --resume runs/models/hopper-medium/etm-quick-seed0\n"
+        "  empo-model train --resume runs/models/hopper-medium/etm-quick-seed0 --finish   # keep the model as it is",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--task", help="task name, e.g. hopper-medium (read from the run when resuming)")
@@ -85,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", "--out", dest="out", type=Path, help="output directory (default: runs/models/<task>/<model>-<preset>-seed<seed>)"
     )
     train.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR from its checkpoint")
+    train.add_argument(
+        "--finish",
+        action="store_true",
+        help="with --resume: train no further and save the model the checkpoint holds, as the fit would at its end "
+        "(the best snapshot, the averaged weights, the elites); for a fit whose holdout error has flattened",
+    )
     source = train.add_mutually_exclusive_group()
     source.add_argument("--d4rl-path", type=Path, metavar="FILE", help="read the dataset from this D4RL hdf5 file")
     source.add_argument("--minari-id", metavar="ID", help="read the dataset from this local Minari dataset id")
@@ -135,6 +142,8 @@ def run_train(args: argparse.Namespace) -> int:
     from empo.models.config import parse_overrides
 
     resume = args.resume is not None
+    if args.finish and not resume:
+        raise EmpoError("--finish ends an interrupted fit: give it with --resume DIR")
     if resume:
         run = read_model_run(args.resume)
         for key, given in (("task", args.task), ("model", args.model)):
@@ -183,11 +192,13 @@ def run_train(args: argparse.Namespace) -> int:
     )
     try:
         train_dynamics(
-            transitions, task, config, out, device=device, seed=seed, progress=args.progress, resume=resume, threads=threads
+            transitions, task, config, out, device=device, seed=seed, progress=args.progress, resume=resume, threads=threads,
+            finish=args.finish,
         )
     except KeyboardInterrupt:
         if (out / "checkpoint.pt").is_file():
-            print(f"interrupted; continue with: empo-model train --resume {out}", file=sys.stderr)
+            print(f"interrupted; continue with: empo-model train --resume {out}\n"
+                  f"or keep the model as it is now: empo-model train --resume {out} --finish", file=sys.stderr)
         raise
     print(f"saved {kind} model to {out}")
     return 0

@@ -79,6 +79,7 @@ def train_dynamics(
     resume: bool = False,
     threads: ThreadCounter | None = None,
     on_epoch: Callable[[int, DynamicsModel], bool | None] | None = None,
+    finish: bool = False,
 ) -> DynamicsModel:
     """Train a ``config.kind`` model on ``transitions.qlearning()`` and save it into ``out_dir``.
 
@@ -87,7 +88,10 @@ def train_dynamics(
     continues from out_dir/checkpoint.pt (its config and seed win over the arguments). ``threads``
     re-counts the free CPU cores before every epoch (empo/threads.py). ``on_epoch(epoch, model)``
     runs after each epoch's checkpoint (e.g. to score the model on other data); returning True
-    ends the fit there, as if ``epochs`` had been reached.
+    ends the fit there, as if ``epochs`` had been reached. ``finish`` (with ``resume``) trains no
+    further: it saves the model the checkpoint holds, as the fit would have at its end (the best
+    snapshot early stopping kept, the averaged weights, the elites), for a fit whose holdout error
+    has flattened before its stopping rule or cap ends it; the model's meta says ``stopped_by: hand``.
     """
     from tqdm.auto import tqdm
 
@@ -96,6 +100,8 @@ def train_dynamics(
     recorder = RunRecorder(out_dir, LOG_CSV, LOG_FIELDS, CHECKPOINT)
     checkpoint_path = recorder.checkpoint_path
     checkpoint: dict[str, Any] | None = None
+    if finish and not resume:
+        raise EmpoError("finishing a fit needs the fit to resume from (--resume DIR --finish)")
     if resume:
         if not checkpoint_path.is_file():
             raise EmpoError(f"--resume {out_dir}: no {CHECKPOINT} there to continue from")
@@ -145,7 +151,7 @@ def train_dynamics(
         recorder.csv_path.unlink()  # a new fit in this folder starts a new log
     timer = DeviceTimer(device)
     epoch = start_epoch
-    stopped_by = None
+    stopped_by = "hand" if finish else None
     try:
         errors: dict[str, float] = {}
         while epoch < epochs and not trainer.done and stopped_by is None:
@@ -204,7 +210,7 @@ def train_dynamics(
         recorder.close()
     if stopped_by is None:
         stopped_by = "early_stopping" if trainer.done and epoch < epochs else "epochs"
-    elif stopped_by != "caller":
+    elif stopped_by not in ("caller", "hand"):
         message = (f"{config.kind} fit: the cap {stopped_by} binds after epoch {epoch} ({epoch * updates_per_epoch} updates, "
                    f"{fit_seconds / 60:.1f} min); the holdout error had not stopped improving")
         (tqdm.write if progress else print)(message)
