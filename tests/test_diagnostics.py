@@ -166,3 +166,37 @@ def test_a_report_shows_each_runs_diagnostics_over_its_last_ten_measured_epochs(
     names = [c.strip() for c in header.strip("|").split("|")]
     values = dict(zip(names, cells, strict=True))
     assert values["gap"] == "7.5" and values["Q start"] == "100" and values["model return"] == "n/a"
+
+
+def test_score_tracking_ranks_the_epochs_by_each_signal_after_the_warm_up():
+    from empo.evaluation.report import score_tracking
+
+    # 20 epochs: the first two (10%) are left out; the model's return follows the score, Q runs against it
+    rows = [{"normalized_score": str(s), "diag_model_penalised_return": str(10 * s + 1), "diag_q_start": str(-s)}
+            for s in [99, -99] + list(range(18))]
+    tracking = score_tracking(rows)
+    assert tracking["diag_model_penalised_return"] == pytest.approx(1.0)
+    assert tracking["diag_q_start"] == pytest.approx(-1.0)
+    assert tracking["epochs"] == 18
+    rows[5]["diag_q_start"] = "nan"  # an epoch without the figure drops out of that signal only
+    assert score_tracking(rows)["diag_q_start"] == pytest.approx(-1.0)
+    assert score_tracking(rows[:9]) == {}  # too few epochs: no figure
+
+
+def test_a_report_says_which_signals_track_each_runs_score(tmp_path):
+    from empo.evaluation.report import collect_runs, write_report
+
+    run = tmp_path / "r0"
+    run.mkdir()
+    (run / "summary.json").write_text(
+        '{"task": "hopper-medium", "algo": "mopo", "preset": "learn", "seed": 1, "status": "running", "epochs": 30}')
+    lines = ["epoch,updates,normalized_score,diag_model_penalised_return,diag_q_start"]
+    scores = [(7 * e) % 30 for e in range(1, 31)]  # a score that jumps about
+    lines += [f"{e},{e * 1000},{s},{s * 50},{100 + (e % 3)}" for e, s in enumerate(scores, start=1)]
+    (run / "progress.csv").write_text("\n".join(lines) + "\n")
+    text = write_report(collect_runs([tmp_path]), tmp_path / "report").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| task | algorithm | seed | epochs |"))
+    row = next(line for line in text.splitlines() if line.startswith("| hopper-medium | mopo | 1 | 27 |"))
+    values = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")], strict=True))
+    assert values["model return ~ score"] == "1.00"
+    assert abs(float(values["Q start ~ score"])) < 0.5

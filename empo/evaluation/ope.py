@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from empo.data.tasks import Task
 from empo.data.transitions import Transitions
 from empo.errors import EmpoError
+from empo.evaluation.stats import pearson, rank, spearman  # noqa: F401 (rank: part of this module's API)
 from empo.models.dynamics import Dynamics
 from empo.models.termination import get_termination_fn
 
@@ -473,30 +474,6 @@ class FQE:
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def rank(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties sharing their mean rank (as Spearman's correlation needs)."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):
-        tied = values == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    a, b = a - a.mean(), b - b.mean()
-    denominator = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    return pearson(rank(a), rank(b))
-
-
 def regret_at(k: int, true: np.ndarray, estimate: np.ndarray) -> float:
     """(best true value - best true value among the k ranked highest by the estimate) / true range."""
     true, estimate = np.asarray(true, np.float64), np.asarray(estimate, np.float64)

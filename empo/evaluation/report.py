@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from empo.errors import EmpoError
+from empo.evaluation.stats import spearman
 from empo.utils import git_commit
 
 # Published D4RL v2 scores of peers (OfflineRL-Kit's README, 4 seeds, 3M updates; docs/method.md
@@ -77,6 +78,8 @@ class RunRecord:
     settings: dict[str, Any] = field(default_factory=dict)  # _run_settings: what makes the run what it is, seed aside
     # the last 10 epochs' mean of each diagnostic (progress.csv's diag_* columns; runs before 2026-12-06 have none)
     diagnostics: dict[str, float] = field(default_factory=dict)
+    # score_tracking: which signals of the loop rank the epochs' policies as their real evaluations do
+    tracking: dict[str, float] = field(default_factory=dict)
 
 
 # The diagnostics a report shows (empo/loop/diagnostics.py; docs/training.md, "Diagnostics"), by column
@@ -167,6 +170,7 @@ def _read_run(run_dir: Path) -> RunRecord:
         run_dir, summary["task"], algo, summary["preset"], int(summary["seed"]), summary["status"], summary,
         np.asarray(updates), np.asarray(scores), str(info.get("dataset_source", "unknown")),
         _finite_or_none(info.get("dataset_normalized_score")), _run_settings(run_dir), last_diagnostics(diag_rows),
+        score_tracking(diag_rows),
     )
 
 
@@ -178,6 +182,35 @@ def last_diagnostics(rows: list[dict[str, str]], last: int = 10) -> dict[str, fl
         values = [v for v in values if math.isfinite(v)][-last:]
         if values:
             out[column] = float(np.mean(values))
+    return out
+
+
+# The loop's own estimates of the current policy that a report ranks against its real evaluations, by column
+TRACKING_SIGNALS: tuple[tuple[str, str], ...] = (
+    ("model return ~ score", "diag_model_penalised_return"), ("Q start ~ score", "diag_q_start"),
+)
+
+
+def score_tracking(rows: list[dict[str, str]], skip: float = 0.1, minimum: int = 10) -> dict[str, float]:
+    """Spearman's correlation over epochs between the real score and each of ``TRACKING_SIGNALS``.
+
+    Read together: when the model's (penalised) return of each epoch's policy from the data's start
+    states ranks the epochs as the real evaluations do and Q of those states does not, the critic is
+    the weak link (it cannot tell apart policies that the model can); when neither does, the model
+    cannot either. The first ``skip`` of the epochs (the warm-up, where everything rises together)
+    are left out; fewer than ``minimum`` usable epochs give no figure. Also ``epochs``: how many
+    epochs the figures rest on (docs/training.md, "Diagnostics").
+    """
+    rows = rows[int(len(rows) * skip):]
+    out: dict[str, float] = {}
+    for _, column in TRACKING_SIGNALS:
+        pairs = [(float(r["normalized_score"]), float(r[column])) for r in rows
+                 if r.get(column) not in (None, "", "nan") and r.get("normalized_score") not in (None, "", "nan")]
+        pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+        if len(pairs) >= minimum:
+            score, signal = np.array(pairs).T
+            out[column] = spearman(score, signal)
+            out["epochs"] = float(len(pairs))
     return out
 
 
@@ -454,6 +487,17 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
         for r in sorted(diagnosed, key=lambda r: (r.task, r.algo, r.seed)):
             cells = [f"{r.diagnostics[c]:.3g}" if c in r.diagnostics else "n/a" for _, c in REPORTED_DIAGNOSTICS]
             lines.append(f"| {r.task} | {r.algo} | {r.seed} | " + " | ".join(cells) + " |")
+    tracked = [r for r in records if r.tracking]
+    if tracked:
+        lines += ["", "What tracks the score, epoch by epoch: Spearman's correlation over each run's epochs (the first 10% "
+                  "left out) between the real evaluation and the model's penalised return of the same policy from the "
+                  "data's start states, and Q of those states. A model that tracks the score while Q does not is a critic "
+                  "that cannot tell apart the policies the model can (docs/training.md, \"Diagnostics\"):", "",
+                  "| task | algorithm | seed | epochs | " + " | ".join(name for name, _ in TRACKING_SIGNALS) + " |",
+                  "|---|---|---|---|" + "---|" * len(TRACKING_SIGNALS)]
+        for r in sorted(tracked, key=lambda r: (r.task, r.algo, r.seed)):
+            cells = [f"{r.tracking[c]:.2f}" if c in r.tracking else "n/a" for _, c in TRACKING_SIGNALS]
+            lines.append(f"| {r.task} | {r.algo} | {r.seed} | {r.tracking['epochs']:.0f} | " + " | ".join(cells) + " |")
     lines += ["", *[f"![{p.stem}]({p.name})" for p in curves], ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -251,7 +251,7 @@ def penalty_and_error(
     EMPO's rollouts trust a transition as much as its penalty says; a model whose penalty is low
     and flat where its error is high lets the agent exploit it.
     """
-    from empo.evaluation.ope import spearman
+    from empo.evaluation.stats import spearman
 
     data = transitions.qlearning()
     rows = _rows(len(data), index, max_samples, seed)
