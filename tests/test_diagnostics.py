@@ -200,3 +200,32 @@ def test_a_report_says_which_signals_track_each_runs_score(tmp_path):
     values = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")], strict=True))
     assert values["model return ~ score"] == "1.00"
     assert abs(float(values["Q start ~ score"])) < 0.5
+
+
+def test_rollouts_from_the_episode_starts_add_longer_rollouts_from_the_datas_episode_starts(tmp_path):
+    dataset = synthetic_transitions().qlearning().to_tensors("cpu")
+    starts = 7.0 + torch.arange(4, dtype=torch.float32)[:, None].expand(4, 11)  # recognisable episode starts
+    overrides = {"training": {"eval_episodes": 0}, "diagnostics": {"start_states": 0}}
+    plain = resolve_config("hopper-medium", "mopo", "smoke", overrides=overrides)
+    config = resolve_config("hopper-medium", "mopo", "smoke", overrides={
+        **overrides, "rollout": {"episode_starts": 3, "episode_horizon": 6}})
+    assert config.model_buffer_capacity == plain.model_buffer_capacity + 3 * 6 * config.rollout.retain_rollouts
+    never_ends = FakeDynamics(threshold=-1e9)
+    lengths = []
+    for cfg, name in ((plain, "plain"), (config, "starts")):
+        trainer = Trainer(cfg, dataset, never_ends, tmp_path / name, progress=False, start_observations=starts)
+        trainer.do_rollout()
+        lengths.append(len(trainer.model_buffer))
+        stored = trainer.model_buffer.storage["observations"][: len(trainer.model_buffer)]
+        from_starts = (stored[:, None, :] == starts[None]).all(-1).any(-1)
+        assert int(from_starts.sum()) == (3 if name == "starts" else 0)  # one first step per episode-start rollout
+    assert lengths[1] == lengths[0] + 3 * 6  # nothing ends in this model: every rollout runs its 6 steps
+
+
+def test_rollouts_from_the_episode_starts_need_them_and_a_valid_count(tmp_path):
+    config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"rollout": {"episode_starts": 2}})
+    with pytest.raises(EmpoError, match="rollout.episode_starts"):
+        Trainer(config, synthetic_transitions().qlearning().to_tensors("cpu"), FakeDynamics(), tmp_path, progress=False)
+    for bad in ({"episode_starts": -1}, {"episode_horizon": 0}):
+        with pytest.raises(EmpoError, match=next(iter(bad))):
+            resolve_config("hopper-medium", "mopo", "smoke", overrides={"rollout": bad})

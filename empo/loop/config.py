@@ -39,11 +39,18 @@ class RolloutConfig:
     start_states: int = 50_000  # rollout batch: start states sampled from the dataset
     every: int = 1000  # gradient steps between rollouts
     retain_rollouts: int = 5  # model buffer capacity = start_states * horizon * retain_rollouts
+    # not published (docs/training.md, "Rollouts from the episode starts"): at every rollout, also
+    # this many of the data's episode-start states rolled out for episode_horizon steps, so that the
+    # critics see where the current policy goes from where the real episodes begin; 0: off
+    episode_starts: int = 0
+    episode_horizon: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("start_states", "every", "retain_rollouts"):
+        for name in ("start_states", "every", "retain_rollouts", "episode_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.episode_starts < 0:
+            raise ValueError(f"episode_starts must be >= 0, got {self.episode_starts}")
 
 
 @dataclass
@@ -145,7 +152,8 @@ class TrainConfig:
 
     @property
     def model_buffer_capacity(self) -> int:
-        return self.rollout.start_states * self.algorithm.horizon * self.rollout.retain_rollouts
+        per_rollout = self.rollout.start_states * self.algorithm.horizon + self.rollout.episode_starts * self.rollout.episode_horizon
+        return per_rollout * self.rollout.retain_rollouts
 
     def to_dict(self) -> dict[str, Any]:
         """The dict (and config.yaml) form: each algorithm's section at the top level, after ``seed``."""

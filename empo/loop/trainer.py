@@ -164,6 +164,10 @@ class Trainer:
         pool = start_observations if start_observations is not None and len(start_observations) else dataset["observations"]
         index = torch.randperm(int(pool.shape[0]), generator=pick)[: cfg.start_states]
         self.diag_start_obs = pool[index.to(pool.device)].to(self.device, torch.float32)
+        if self.config.rollout.episode_starts > 0:
+            if start_observations is None or not len(start_observations):
+                raise EmpoError("rollout.episode_starts needs the data's episode-start states, and this dataset gives none")
+            self.episode_start_obs = start_observations.to(self.device, torch.float32)
         # the model's mean penalty on the data, once (its unit with penalty_unit: data; the diagnostics'
         # reference); its own generator, so that a resumed run measures the same value
         data_index = torch.randperm(int(dataset["observations"].shape[0]), generator=pick)[:DATA_PENALTY_ROWS].to(self.device)
@@ -330,6 +334,13 @@ class Trainer:
             q_function=self.agent.q_value,
         )
         self.model_buffer.add(result.transitions)
+        if self.config.rollout.episode_starts > 0:  # longer rollouts from where real episodes begin (not published)
+            pick = torch.randint(0, len(self.episode_start_obs), (self.config.rollout.episode_starts,), device=self.device,
+                                 generator=generator)
+            from_starts = rollout(self.model, lambda obs: self.agent.act(obs, generator=generator), self.episode_start_obs[pick],
+                                  horizon=self.config.rollout.episode_horizon, penalty=self.penalty, generator=generator,
+                                  q_function=self.agent.q_value)
+            self.model_buffer.add(from_starts.transitions)
         return result.stats
 
     def run_epoch(self) -> dict[str, Any]:
