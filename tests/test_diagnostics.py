@@ -148,18 +148,23 @@ def test_a_penalty_in_data_units_needs_a_positive_data_penalty(tmp_path):
         Trainer(config, synthetic_transitions().qlearning().to_tensors("cpu"), Certain(), tmp_path, progress=False)
 
 
-def test_a_report_shows_each_runs_diagnostics_over_its_last_ten_measured_epochs(tmp_path):
+def report_of_one_run(tmp_path, seed: int, lines: list[str]) -> str:
+    """The report of one learn MOPO run on hopper-medium whose progress.csv is ``lines``."""
     from empo.evaluation.report import collect_runs, write_report
 
     run = tmp_path / "r0"
     run.mkdir()
-    (run / "summary.json").write_text(
-        '{"task": "hopper-medium", "algo": "mopo", "preset": "learn", "seed": 0, "status": "running", "epochs": 12}')
+    (run / "summary.json").write_text(json.dumps(
+        {"task": "hopper-medium", "algo": "mopo", "preset": "learn", "seed": seed, "status": "running", "epochs": len(lines) - 1}))
+    (run / "progress.csv").write_text("\n".join(lines) + "\n")
+    return write_report(collect_runs([tmp_path]), tmp_path / "report").read_text()
+
+
+def test_a_report_shows_each_runs_diagnostics_over_its_last_ten_measured_epochs(tmp_path):
     lines = ["epoch,updates,normalized_score,diag_exploitation_gap,diag_q_start"]
     # 12 epochs: the gap of the last 10 measured ones (3..12) averages 7.5; epoch 12 measured no Q
     lines += [f"{e},{e * 1000},1.0,{e},{'nan' if e == 12 else 100}" for e in range(1, 13)]
-    (run / "progress.csv").write_text("\n".join(lines) + "\n")
-    text = write_report(collect_runs([tmp_path]), tmp_path / "report").read_text()
+    text = report_of_one_run(tmp_path, 0, lines)
     row = next(line for line in text.splitlines() if line.startswith("| hopper-medium | mopo | 0 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     header = next(line for line in text.splitlines() if line.startswith("| task | algorithm | seed | model return"))
@@ -184,17 +189,10 @@ def test_score_tracking_ranks_the_epochs_by_each_signal_after_the_warm_up():
 
 
 def test_a_report_says_which_signals_track_each_runs_score(tmp_path):
-    from empo.evaluation.report import collect_runs, write_report
-
-    run = tmp_path / "r0"
-    run.mkdir()
-    (run / "summary.json").write_text(
-        '{"task": "hopper-medium", "algo": "mopo", "preset": "learn", "seed": 1, "status": "running", "epochs": 30}')
     lines = ["epoch,updates,normalized_score,diag_model_penalised_return,diag_q_start"]
     scores = [(7 * e) % 30 for e in range(1, 31)]  # a score that jumps about
     lines += [f"{e},{e * 1000},{s},{s * 50},{100 + (e % 3)}" for e, s in enumerate(scores, start=1)]
-    (run / "progress.csv").write_text("\n".join(lines) + "\n")
-    text = write_report(collect_runs([tmp_path]), tmp_path / "report").read_text()
+    text = report_of_one_run(tmp_path, 1, lines)
     header = next(line for line in text.splitlines() if line.startswith("| task | algorithm | seed | epochs |"))
     row = next(line for line in text.splitlines() if line.startswith("| hopper-medium | mopo | 1 | 27 |"))
     values = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")], strict=True))

@@ -82,6 +82,21 @@ class RunRecord:
     tracking: dict[str, float] = field(default_factory=dict)
 
 
+def run_table(records: list[RunRecord], field_name: str, columns: tuple[tuple[str, str], ...], number: str, caption: str) -> list[str]:
+    """A markdown table of one row per run that has ``field_name`` (a dict of figures by column), under ``caption``."""
+    shown = [r for r in records if getattr(r, field_name)]
+    if not shown:
+        return []
+    lines = ["", caption, "", "| task | algorithm | seed | " + " | ".join(name for name, _ in columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for r in sorted(shown, key=lambda r: (r.task, r.algo, r.seed)):
+        figures = getattr(r, field_name)
+        cells = [f"{figures[c]:.0f}" if c == "epochs" else number.format(figures[c]) if c in figures else "n/a"
+                 for _, c in columns]
+        lines.append(f"| {r.task} | {r.algo} | {r.seed} | " + " | ".join(cells) + " |")
+    return lines
+
+
 # The diagnostics a report shows (empo/loop/diagnostics.py; docs/training.md, "Diagnostics"), by column
 REPORTED_DIAGNOSTICS: tuple[tuple[str, str], ...] = (
     ("model return", "diag_model_return"), ("real return", "diag_real_return"), ("gap", "diag_exploitation_gap"),
@@ -476,28 +491,18 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
             f"| {name} | {a['tasks']} | {a['runs']} | {a['iqm']:.3f} [{a['iqm_ci95'][0]:.3f}, {a['iqm_ci95'][1]:.3f}] | "
             f"{a['optimality_gap']:.3f} [{a['optimality_gap_ci95'][0]:.3f}, {a['optimality_gap_ci95'][1]:.3f}] |"
         )
-    diagnosed = [r for r in records if r.diagnostics]
-    if diagnosed:
-        lines += ["", "Diagnostics, mean of each run's last 10 measured epochs (docs/training.md, \"Diagnostics\"): the policy "
-                  "rolled out in the model from the data's episode starts against its real episodes over the same steps, "
-                  "Q of the start states against the real discounted return, the penalty's share of the raw reward and "
-                  "its size against the model's penalty on the data:", "",
-                  "| task | algorithm | seed | " + " | ".join(name for name, _ in REPORTED_DIAGNOSTICS) + " |",
-                  "|---|---|---|" + "---|" * len(REPORTED_DIAGNOSTICS)]
-        for r in sorted(diagnosed, key=lambda r: (r.task, r.algo, r.seed)):
-            cells = [f"{r.diagnostics[c]:.3g}" if c in r.diagnostics else "n/a" for _, c in REPORTED_DIAGNOSTICS]
-            lines.append(f"| {r.task} | {r.algo} | {r.seed} | " + " | ".join(cells) + " |")
-    tracked = [r for r in records if r.tracking]
-    if tracked:
-        lines += ["", "What tracks the score, epoch by epoch: Spearman's correlation over each run's epochs (the first 10% "
-                  "left out) between the real evaluation and the model's penalised return of the same policy from the "
-                  "data's start states, and Q of those states. A model that tracks the score while Q does not is a critic "
-                  "that cannot tell apart the policies the model can (docs/training.md, \"Diagnostics\"):", "",
-                  "| task | algorithm | seed | epochs | " + " | ".join(name for name, _ in TRACKING_SIGNALS) + " |",
-                  "|---|---|---|---|" + "---|" * len(TRACKING_SIGNALS)]
-        for r in sorted(tracked, key=lambda r: (r.task, r.algo, r.seed)):
-            cells = [f"{r.tracking[c]:.2f}" if c in r.tracking else "n/a" for _, c in TRACKING_SIGNALS]
-            lines.append(f"| {r.task} | {r.algo} | {r.seed} | {r.tracking['epochs']:.0f} | " + " | ".join(cells) + " |")
+    lines += run_table(
+        records, "diagnostics", REPORTED_DIAGNOSTICS, "{:.3g}",
+        "Diagnostics, mean of each run's last 10 measured epochs (docs/training.md, \"Diagnostics\"): the policy "
+        "rolled out in the model from the data's episode starts against its real episodes over the same steps, "
+        "Q of the start states against the real discounted return, the penalty's share of the raw reward and "
+        "its size against the model's penalty on the data:")
+    lines += run_table(
+        records, "tracking", (("epochs", "epochs"), *TRACKING_SIGNALS), "{:.2f}",
+        "What tracks the score, epoch by epoch: Spearman's correlation over each run's epochs (the first 10% "
+        "left out) between the real evaluation and the model's penalised return of the same policy from the "
+        "data's start states, and Q of those states. A model that tracks the score while Q does not is a critic "
+        "that cannot tell apart the policies the model can (docs/training.md, \"Diagnostics\"):")
     lines += ["", *[f"![{p.stem}]({p.name})" for p in curves], ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
