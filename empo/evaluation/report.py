@@ -82,8 +82,13 @@ class RunRecord:
     tracking: dict[str, float] = field(default_factory=dict)
 
 
-def run_table(records: list[RunRecord], field_name: str, columns: tuple[tuple[str, str], ...], number: str, caption: str) -> list[str]:
-    """A markdown table of one row per run that has ``field_name`` (a dict of figures by column), under ``caption``."""
+def run_table(
+    records: list[RunRecord], field_name: str, columns: tuple[tuple[str, str], ...], number: str, caption: str,
+    formats: dict[str, str] | None = None,
+) -> list[str]:
+    """A markdown table of one row per run that has ``field_name`` (a dict of figures by column), under
+    ``caption``; each figure formatted with ``number`` unless ``formats`` names its column."""
+    formats = formats or {}
     shown = [r for r in records if getattr(r, field_name)]
     if not shown:
         return []
@@ -91,8 +96,7 @@ def run_table(records: list[RunRecord], field_name: str, columns: tuple[tuple[st
              "|---|---|---|" + "---|" * len(columns)]
     for r in sorted(shown, key=lambda r: (r.task, r.algo, r.seed)):
         figures = getattr(r, field_name)
-        cells = [f"{figures[c]:.0f}" if c == "epochs" else number.format(figures[c]) if c in figures else "n/a"
-                 for _, c in columns]
+        cells = [formats.get(c, number).format(figures[c]) if c in figures else "n/a" for _, c in columns]
         lines.append(f"| {r.task} | {r.algo} | {r.seed} | " + " | ".join(cells) + " |")
     return lines
 
@@ -502,7 +506,8 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
         "What tracks the score, epoch by epoch: Spearman's correlation over each run's epochs (the first 10% "
         "left out) between the real evaluation and the model's penalised return of the same policy from the "
         "data's start states, and Q of those states. A model that tracks the score while Q does not is a critic "
-        "that cannot tell apart the policies the model can (docs/training.md, \"Diagnostics\"):")
+        "that cannot tell apart the policies the model can (docs/training.md, \"Diagnostics\"):",
+        formats={"epochs": "{:.0f}"})
     lines += ["", *[f"![{p.stem}]({p.name})" for p in curves], ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -131,6 +131,10 @@ class Trainer:
         self.diag_generator = torch.Generator(device=self.device)  # the diagnostics' own: they change no draw of the run
         self.diag_generator.manual_seed(config.seed * 7919 + 37)
         self._setup_diagnostics(dataset, start_observations)
+        if config.rollout.episode_starts > 0:  # the starts of rollout.episode_starts (do_rollout)
+            if start_observations is None or not len(start_observations):
+                raise EmpoError("rollout.episode_starts needs the data's episode-start states, and this dataset gives none")
+            self.episode_start_obs = start_observations.to(self.device, torch.float32)
         try:  # where and how the model's uncertainty meets the reward
             self.penalty = Penalty.of(config.algorithm, self.data_penalty_mean)
         except ValueError as exc:
@@ -164,10 +168,6 @@ class Trainer:
         pool = start_observations if start_observations is not None and len(start_observations) else dataset["observations"]
         index = torch.randperm(int(pool.shape[0]), generator=pick)[: cfg.start_states]
         self.diag_start_obs = pool[index.to(pool.device)].to(self.device, torch.float32)
-        if self.config.rollout.episode_starts > 0:
-            if start_observations is None or not len(start_observations):
-                raise EmpoError("rollout.episode_starts needs the data's episode-start states, and this dataset gives none")
-            self.episode_start_obs = start_observations.to(self.device, torch.float32)
         # the model's mean penalty on the data, once (its unit with penalty_unit: data; the diagnostics'
         # reference); its own generator, so that a resumed run measures the same value
         data_index = torch.randperm(int(dataset["observations"].shape[0]), generator=pick)[:DATA_PENALTY_ROWS].to(self.device)
@@ -319,29 +319,22 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def do_rollout(self) -> dict[str, torch.Tensor]:
-        algo = self.config.algorithm
-        count = self.config.rollout.start_states
-        index = torch.randint(0, len(self.real_buffer), (count,), device=self.device, generator=self.rollout_generator)
-        start_obs = self.real_buffer.storage["observations"][index]
+        """Roll the policy out in the model into the model buffer; the statistics are the data-state rollouts'."""
+        cfg = self.config.rollout
         generator = self.rollout_generator
-        result = rollout(
-            self.model,
-            lambda obs: self.agent.act(obs, generator=generator),
-            start_obs,
-            horizon=algo.horizon,
-            penalty=self.penalty,
-            generator=generator,
-            q_function=self.agent.q_value,
-        )
-        self.model_buffer.add(result.transitions)
-        if self.config.rollout.episode_starts > 0:  # longer rollouts from where real episodes begin (not published)
-            pick = torch.randint(0, len(self.episode_start_obs), (self.config.rollout.episode_starts,), device=self.device,
-                                 generator=generator)
-            from_starts = rollout(self.model, lambda obs: self.agent.act(obs, generator=generator), self.episode_start_obs[pick],
-                                  horizon=self.config.rollout.episode_horizon, penalty=self.penalty, generator=generator,
-                                  q_function=self.agent.q_value)
-            self.model_buffer.add(from_starts.transitions)
-        return result.stats
+
+        def roll_into_buffer(start_obs: torch.Tensor, horizon: int) -> dict[str, torch.Tensor]:
+            result = rollout(self.model, lambda obs: self.agent.act(obs, generator=generator), start_obs, horizon=horizon,
+                             penalty=self.penalty, generator=generator, q_function=self.agent.q_value)
+            self.model_buffer.add(result.transitions)
+            return result.stats
+
+        index = torch.randint(0, len(self.real_buffer), (cfg.start_states,), device=self.device, generator=generator)
+        stats = roll_into_buffer(self.real_buffer.storage["observations"][index], self.config.algorithm.horizon)
+        if cfg.episode_starts > 0:  # longer rollouts from where real episodes begin (not published)
+            pick = torch.randint(0, len(self.episode_start_obs), (cfg.episode_starts,), device=self.device, generator=generator)
+            roll_into_buffer(self.episode_start_obs[pick], cfg.episode_horizon)
+        return stats
 
     def run_epoch(self) -> dict[str, Any]:
         """One epoch; returns the CSV row. Raises EmpoError when a loss or model output is not finite."""
