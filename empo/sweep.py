@@ -218,6 +218,9 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
         os.environ["EMPO_THREADS"] = str(threads)
         import torch
 
+        from empo.threads import flush_denormals
+
+        flush_denormals()
         torch.set_num_threads(threads)
         from empo.loop.config import resolve_config
         from empo.pipeline import run_or_resume

@@ -112,3 +112,19 @@ def test_empo_model_train_applies_the_flag(tmp_path, monkeypatch, capsys):
     assert model_cli.main(argv) == 0
     assert seen == {"threads": 2, "torch": 2}
     assert "threads: 2 (--threads)" in capsys.readouterr().err
+
+
+def test_thread_counter_makes_denormals_count_as_zero():
+    # the decayed weights of dead units are denormal; x86 arithmetic on them takes a slow path
+    tiny = torch.finfo(torch.float32).tiny
+    torch.set_flush_denormal(False)  # other tests' commands have set it already
+    try:
+        denormal = torch.tensor([tiny / 4.0])
+        assert 0.0 < denormal.item() < tiny
+        assert (denormal * 2.0).item() > 0.0  # without the setting: a denormal result
+        ThreadCounter(1)
+        assert (denormal * 2.0).item() == 0.0  # read as zero (and results below tiny flushed)
+        assert (torch.tensor([tiny]) * 0.5).item() == 0.0
+        assert (torch.tensor([tiny]) * 2.0).item() == 2.0 * tiny  # normal numbers are unchanged
+    finally:
+        torch.set_flush_denormal(True)

@@ -34,7 +34,7 @@ from empo.loop.penalty import Penalty
 from empo.loop.rollout import rollout
 from empo.models.dynamics import Dynamics, check_dynamics
 from empo.recorder import RunRecorder
-from empo.threads import ThreadCounter
+from empo.threads import ThreadCounter, flush_denormals
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -118,6 +118,7 @@ class Trainer:
         self._check_model_shapes()
         check_runtime(config.runtime, self.device)
         apply_tf32(config.runtime, self.device)
+        flush_denormals()  # decayed weights of dead units slow CPU arithmetic many times (empo/threads.py)
 
         self.real_buffer = real_buffer_from_dataset(dataset, self.device)
         self.model_buffer = TransitionBuffer(

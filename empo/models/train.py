@@ -22,7 +22,7 @@ from empo.models.dynamics import DynamicsModel
 from empo.models.fitting import DeviceTimer
 from empo.models.registry import build_model, get_model_kind
 from empo.recorder import RunRecorder
-from empo.threads import ThreadCounter
+from empo.threads import ThreadCounter, flush_denormals
 
 if TYPE_CHECKING:
     from empo.data.tasks import Task
@@ -97,6 +97,7 @@ def train_dynamics(
 
     out_dir = Path(out_dir)
     device = torch.device(device)
+    flush_denormals()  # decayed weights of dead units slow CPU arithmetic many times (empo/threads.py)
     recorder = RunRecorder(out_dir, LOG_CSV, LOG_FIELDS, CHECKPOINT)
     checkpoint_path = recorder.checkpoint_path
     checkpoint: dict[str, Any] | None = None
