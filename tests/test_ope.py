@@ -73,7 +73,23 @@ def test_fqe_finds_closed_form_values():
     # r = 1 forever: Q = 1 / (1 - gamma) = 10 for any policy (bootstrapping through the target net)
     data = mdp_data(2000, reward_from_action=False, terminal=False)
     fqe = FQE(data, HOPPER, steps=3000, batch_size=128, hidden=(64, 64), lr=1e-3, tau=0.05, gamma=0.9, seed=0)
-    assert fqe.estimate([constant_policy(0.0)])[0] == pytest.approx(10.0, rel=0.05)
+    policy = constant_policy(0.0)
+    assert fqe.estimate([policy])[0] == pytest.approx(10.0, rel=0.05)
+    # its curve: a point every 1,000 updates, the estimate climbing from near 0 to the value it returned
+    curve = fqe.curves[policy.name]
+    assert curve["updates"] == [1000, 2000, 3000] and len(curve["loss"]) == 3
+    assert curve["value"][0] < curve["value"][-1] == pytest.approx(fqe.estimate([policy])[0])
+
+
+def test_fqe_drift_reads_the_last_quarter_against_the_suites_spread():
+    from empo.evaluation.ope_run import fqe_drift
+
+    updates = [1000, 2000, 3000, 4000]
+    drift = fqe_drift({"settled": {"updates": updates, "loss": [1.0] * 4, "value": [0.0, 90.0, 100.0, 100.0]},
+                       "moving": {"updates": updates, "loss": [1.0] * 4, "value": [0.0, 5.0, 10.0, 20.0]}})
+    assert drift["spread"] == 80.0  # final estimates 100 and 20
+    assert drift["last_quarter_over_spread"] == {"settled": 0.0, "moving": pytest.approx(10.0 / 80.0)}
+    assert drift["max"] == pytest.approx(0.125)
 
 
 def test_model_estimator_with_the_simulator_as_the_model_gives_the_true_values():
@@ -165,7 +181,14 @@ def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
     assert rows[0].startswith("policy,source,true_value,true_stderr,etm") and len(rows) == 4
     assert rows[0].endswith("etm_rollout_steps,etm-sample_rollout_steps,ftm_rollout_steps,ftm-sample_rollout_steps")
     assert all(1 <= float(v) <= 20 for row in rows[1:] for v in row.split(",")[-4:])
-    assert "Mean model rollout length per policy" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Mean model rollout length per policy" in report and "FQE's fits" in report
+    # FQE's curve: 200 updates, so one point per policy, at the end, its value the reported estimate
+    curve_rows = (out / "fqe_curve.csv").read_text().splitlines()
+    assert curve_rows[0] == "policy,updates,loss,value" and len(curve_rows) == 4
+    fqe_column = rows[0].split(",").index("fqe")
+    assert [float(r.split(",")[-1]) for r in curve_rows[1:]] == pytest.approx([float(r.split(",")[fqe_column]) for r in rows[1:]])
+    assert (out / "fqe_curve.png").is_file() and set(metrics["estimators"]["fqe"]["drift"]) == {"last_quarter_over_spread", "max", "spread"}
     assert "spearman" in capsys.readouterr().out
     assert main(["--task", "hopper-medium", "--policies", "random", "--out", str(tmp_path / "x")]) == 2  # one policy
     assert main(["--task", "hopper-medium", "--policies", "random", "random", "--horizon", "0"]) == 2

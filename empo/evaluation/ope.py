@@ -383,7 +383,13 @@ class FQE:
     Per policy: Q(s, a), an MLP, trained for ``steps`` minibatch updates on the dataset with the
     target ``r + gamma * (1 - terminal) * Q'(s', pi(s'))`` (Q' a Polyak-averaged copy, ``tau``),
     Huber loss, Adam; value = mean Q(s0, pi(s0)) over the dataset's episode-initial states.
+
+    ``curves`` keeps, per policy name, the fit's mean loss and its value estimate every
+    ``CURVE_EVERY`` updates: whether the estimate had settled when the fit ended (a value still
+    moving means more ``steps``; docs/evaluation.md, "Has FQE converged?").
     """
+
+    CURVE_EVERY = 1000
 
     name = "fqe"
 
@@ -412,6 +418,7 @@ class FQE:
         # rewards are scaled into about [-1, 1] for the fit and the value scaled back
         self.reward_scale = float(max(1e-6, self.data["rewards"].abs().max()))
         self.progress = progress
+        self.curves: dict[str, dict[str, list[float]]] = {}
 
     def _q_network(self) -> nn.Module:
         layers: list[nn.Module] = []
@@ -422,21 +429,23 @@ class FQE:
         layers.append(nn.Linear(width, 1))
         return nn.Sequential(*layers).to(self.device)
 
-    def fit(self, policy: OPEPolicy) -> tuple[nn.Module, list[float]]:
-        """The trained Q network of ``policy`` and its loss every 1,000 updates."""
+    def fit(self, policy: OPEPolicy) -> tuple[nn.Module, dict[str, list[float]]]:
+        """The trained Q network of ``policy`` and its curve: ``updates``, the mean ``loss`` of the
+        last ``CURVE_EVERY`` updates and the ``value`` estimate after them."""
         torch.manual_seed(self.seed)
         q = self._q_network()
         target = copy.deepcopy(q).requires_grad_(False)
         optimizer = torch.optim.Adam(q.parameters(), lr=self.lr)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
         data, n = self.data, self.data["observations"].shape[0]
-        losses: list[float] = []
+        curve: dict[str, list[float]] = {"updates": [], "loss": [], "value": []}
         running = torch.zeros((), device=self.device)
         with torch.no_grad():
             # the policy's actions at every next state, once: the policy is fixed
             next_actions = torch.cat([
                 policy.act(data["next_observations"][i : i + 65536]).to(self.device) for i in range(0, n, 65536)
             ])
+            start_actions = policy.act(self.starts).to(self.device)
         for step in range(self.steps):
             index = torch.randint(n, (self.batch_size,), generator=generator, device=self.device)
             obs, act = data["observations"][index], data["actions"][index]
@@ -451,15 +460,17 @@ class FQE:
                 for p_target, p in zip(target.parameters(), q.parameters(), strict=True):
                     p_target.lerp_(p, self.tau)
             running += loss.detach()
-            if (step + 1) % 1000 == 0:
-                losses.append(float(running) / 1000)
+            done = step + 1
+            if done % self.CURVE_EVERY == 0 or done == self.steps:
+                curve["loss"].append(float(running) / (done - (curve["updates"][-1] if curve["updates"] else 0)))
+                curve["updates"].append(done)
+                curve["value"].append(self._start_value(q, start_actions))
                 running.zero_()
-        return q, losses
+        return q, curve
 
     @torch.no_grad()
-    def value(self, q: nn.Module, policy: OPEPolicy) -> float:
-        actions = policy.act(self.starts).to(self.device)
-        return float(q(torch.cat([self.starts, actions], -1)).mean()) * self.reward_scale
+    def _start_value(self, q: nn.Module, start_actions: Tensor) -> float:
+        return float(q(torch.cat([self.starts, start_actions], -1)).mean()) * self.reward_scale
 
     def estimate(self, policies: Sequence[OPEPolicy]) -> np.ndarray:
         from tqdm.auto import tqdm
@@ -468,8 +479,8 @@ class FQE:
         values = []
         for policy in tqdm(policies, desc="FQE", unit="policy", disable=not self.progress):
             with torch.enable_grad():
-                q, _ = self.fit(policy)
-            values.append(self.value(q, policy))
+                _, self.curves[policy.name] = self.fit(policy)
+            values.append(self.curves[policy.name]["value"][-1])
         return np.asarray(values)
 
 

@@ -3,7 +3,9 @@
 ``run_ope(config, out_dir)`` is what ``empo-ope`` runs (empo/cli/ope.py only parses arguments).
 The folder gets ``values.csv`` (policy, source, true value and its standard error, each estimate),
 ``metrics.json`` (per estimator: metrics, bootstrap intervals, seconds, seconds per policy),
-``report.md`` and ``scatter.png`` (true vs estimated, one panel per estimator).
+``report.md`` and ``scatter.png`` (true vs estimated, one panel per estimator); with FQE also
+``fqe_curve.csv`` (policy, updates, loss, value) and ``fqe_curve.png``, its fits' curves, and FQE's
+drift (how far its estimates still moved over the last quarter of the updates) in the report.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class OPEResult:
     estimates: dict[str, np.ndarray]
     metrics: dict[str, dict[str, Any]]
     rollout_steps: dict[str, np.ndarray] = field(default_factory=dict)  # model estimators: mean rollout length per policy
+    fqe_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per policy: updates, loss, value
 
     def table(self) -> str:
         keys = ["abs_error", "spearman", "pearson", "regret@1"] + (["regret@5"] if len(self.names) >= 5 else [])
@@ -122,6 +125,7 @@ def run_ope(
     estimates: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     rollout_steps: dict[str, np.ndarray] = {}
+    fqe_curves: dict[str, dict[str, list[float]]] = {}
     for kind in config.estimators:
         if kind == "fqe":
             estimators = [FQE(dataset, task, steps=config.fqe_steps, gamma=config.gamma, seed=config.seed, device=device, progress=progress)]
@@ -144,6 +148,8 @@ def run_ope(
             seconds[estimator.name] = time.perf_counter() - t0
             if getattr(estimator, "rollout_steps", None) is not None:
                 rollout_steps[estimator.name] = np.asarray(estimator.rollout_steps, dtype=np.float64)
+            if isinstance(estimator, FQE):
+                fqe_curves = estimator.curves
             log(f"{estimator.name}: {seconds[estimator.name]:.0f} s")
 
     metrics = {
@@ -155,10 +161,29 @@ def run_ope(
         }
         for name, values in estimates.items()
     }
-    result = OPEResult([p.name for p in policies], [p.source for p in policies], true, true_err, estimates, metrics, rollout_steps)
+    if fqe_curves:
+        metrics["fqe"]["drift"] = fqe_drift(fqe_curves)
+    result = OPEResult([p.name for p in policies], [p.source for p in policies], true, true_err, estimates, metrics, rollout_steps,
+                       fqe_curves)
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails leaves no empty folder
     _write(result, config, out_dir, device, timings)
     return result
+
+
+def fqe_drift(curves: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """How far FQE's estimates still moved over the last quarter of its updates, per policy, in units
+    of the spread of its final estimates over the suite (the scale the OPE metrics read them on):
+    near 0, the fits had settled; 0.1 moves a policy a tenth of the suite's range."""
+    finals = np.array([curve["value"][-1] for curve in curves.values()])
+    spread = float(finals.max() - finals.min()) if len(finals) > 1 else 0.0
+    spread = spread if spread > 0 else max(1e-12, float(np.abs(finals).max()))
+    per_policy = {}
+    for name, curve in curves.items():
+        updates = np.asarray(curve["updates"], dtype=np.float64)
+        values = np.asarray(curve["value"], dtype=np.float64)
+        quarter = int(np.searchsorted(updates, 0.75 * updates[-1]))  # first point at or after 3/4 of the updates
+        per_policy[name] = float(abs(values[-1] - values[min(quarter, len(values) - 1)]) / spread)
+    return {"last_quarter_over_spread": per_policy, "max": max(per_policy.values()), "spread": spread}
 
 
 def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.device, timings: dict[str, float]) -> None:
@@ -179,6 +204,13 @@ def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.de
     }
     (out_dir / "metrics.json").write_text(json.dumps(meta, indent=2) + "\n")
     _scatter(result, out_dir / "scatter.png", config.task)
+    if result.fqe_curves:
+        with (out_dir / "fqe_curve.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["policy", "updates", "loss", "value"])
+            for name, curve in result.fqe_curves.items():
+                writer.writerows([name, *row] for row in zip(curve["updates"], curve["loss"], curve["value"], strict=True))
+        _fqe_figure(result, out_dir / "fqe_curve.png", config.task)
     lines = [
         f"# Off-policy evaluation on {config.task}",
         "",
@@ -186,7 +218,7 @@ def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.de
         f"- {len(result.names)} policies; true value: mean discounted return (gamma {config.gamma}) of {config.episodes} real "
         f"episodes; model rollouts from {config.starts} dataset initial states, horizon {config.horizon}; FQE {config.fqe_steps} updates",
         "",
-        "| estimator | abs error | Spearman | Pearson | regret@1 | s/policy |",
+        "| estimator | abs error | Spearman | Pearson (the authors' \"rank correlation\") | regret@1 | s/policy |",
         "|---|---|---|---|---|---|",
     ]
     for name, m in result.metrics.items():
@@ -209,6 +241,16 @@ def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.de
                   "", "| policy | " + " | ".join(result.rollout_steps) + " |", "|---|" + "---|" * len(result.rollout_steps)]
         for i, name in enumerate(result.names):
             lines.append(f"| {name} | " + " | ".join(f"{v[i]:.0f}" for v in result.rollout_steps.values()) + " |")
+    if result.fqe_curves:
+        drift = result.metrics["fqe"]["drift"]
+        lines += ["", f"FQE's fits (fqe_curve.csv, fqe_curve.png): over the last quarter of their {config.fqe_steps} updates the "
+                  f"estimates moved by at most {drift['max']:.3f} of the spread of the final estimates ({drift['spread']:.1f}); "
+                  "per policy:", "", "| policy | drift | final loss | value at 1/2, 3/4, end |", "|---|---|---|---|"]
+        for name, curve in result.fqe_curves.items():
+            values = curve["value"]
+            marks = [values[min(len(values) - 1, int(len(values) * f) - 1)] for f in (0.5, 0.75)] + [values[-1]]
+            lines.append(f"| {name} | {drift['last_quarter_over_spread'][name]:.3f} | {curve['loss'][-1]:.2e} | "
+                         + ", ".join(f"{v:.1f}" for v in marks) + " |")
     lines += ["", "![true vs estimated](scatter.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
 
@@ -229,6 +271,25 @@ def _scatter(result: OPEResult, path: Path, task: str) -> None:
         ax.set_xlabel("true value")
         ax.set_ylabel("estimate")
     fig.suptitle(f"OPE on {task}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fqe_figure(result: OPEResult, path: Path, task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, value_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, curve in result.fqe_curves.items():
+        loss_ax.plot(curve["updates"], curve["loss"], linewidth=0.9)
+        value_ax.plot(curve["updates"], curve["value"], linewidth=0.9, label=name)
+    loss_ax.set(yscale="log", xlabel="updates", ylabel="Huber loss (scaled rewards)", title="FQE loss")
+    value_ax.set(xlabel="updates", ylabel="estimated value", title="FQE estimate per policy")
+    value_ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(f"FQE on {task}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
