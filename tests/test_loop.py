@@ -335,6 +335,8 @@ def test_framework_agents_refuse_what_only_the_builtin_agent_does():
     with pytest.raises(EmpoError, match=r"agent 'tianshou-sac' cannot run sac.bc_weight=0.4 .*set sac.bc_weight=0$"):
         resolve_config("hopper-medium", "mopo", "smoke", overrides={"agent": "tianshou-sac", "sac": {"bc_weight": 0.4}})
     assert resolve_config("hopper-medium", "mopo", "smoke", overrides={"sac": {"bc_weight": 0.4}}).sac.bc_weight == 0.4
+    with pytest.raises(EmpoError, match=r"agent 'sb3-sac' cannot run sac.actor_average_rate=0.001 .*set sac.actor_average_rate=null$"):
+        resolve_config("hopper-medium", "mopo", "smoke", overrides={"agent": "sb3-sac", "sac": {"actor_average_rate": 0.001}})
     with pytest.raises(EmpoError, match="unknown agent 'sb4'"):
         resolve_config("hopper-medium", "mopo", "smoke", overrides={"agent": "sb4"})
     # the quick preset's EMPO takes the penalty at rollout time, so a framework's agent runs it

@@ -147,3 +147,38 @@ def test_bc_weight_pulls_the_policy_to_the_real_rows_actions_only():
 def test_bc_weight_must_not_be_negative():
     with pytest.raises(ValueError, match="bc_weight"):
         SACConfig(bc_weight=-1.0)
+
+
+def test_the_averaged_actor_acts_deterministically_and_resumes_exactly(tmp_path):
+    from empo.loop.builtin_agent import policy
+    from empo.loop.config import resolve_config
+
+    obs, batch = torch.randn(40, 11), fixed_batch(terminal=0.0)
+    config = SACConfig(hidden_sizes=[32, 32], actor_lr=3e-3, actor_average_rate=0.05)
+    agent = SAC(11, 3, config, seed=0)
+    assert torch.equal(agent.act(obs, deterministic=True), agent.actor.deterministic(obs))  # it starts as a copy
+    for _ in range(20):
+        agent.update(batch)
+    raw, averaged = agent.actor.deterministic(obs), agent.act(obs, deterministic=True)
+    assert torch.equal(averaged, agent.actor_average.deterministic(obs)) and not torch.allclose(raw, averaged, atol=1e-4)
+    # each update moves the average rate x (actor - average): at rate 1 it is the actor itself
+    copied = SAC(11, 3, SACConfig(hidden_sizes=[32, 32], actor_lr=3e-3, actor_average_rate=1.0), seed=0)
+    copied.update(batch)
+    assert torch.equal(copied.act(obs, deterministic=True), copied.actor.deterministic(obs))
+    # a checkpoint keeps it: the resumed agent acts and updates as the original
+    agent.save(str(tmp_path / "sac.pt"))
+    resumed = SAC(11, 3, config, seed=5)
+    resumed.load(str(tmp_path / "sac.pt"))
+    assert torch.equal(resumed.act(obs, deterministic=True), averaged)
+    agent.update(batch), resumed.update(batch)
+    assert torch.equal(resumed.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+    # the exported policy is the averaged one
+    train_config = resolve_config("hopper-medium", "mopo", "smoke", overrides={"sac": {"hidden_sizes": [32, 32], "actor_average_rate": 0.05}})
+    exported = policy(train_config, None, agent.state_dict())
+    assert torch.allclose(exported(obs), agent.act(obs, deterministic=True), atol=1e-6)
+    # a checkpoint without one cannot resume a run that keeps one
+    with pytest.raises(EmpoError, match="no averaged actor"):
+        resumed.load_state_dict(SAC(11, 3, SACConfig(hidden_sizes=[32, 32]), seed=0).state_dict())
+    with pytest.raises(ValueError, match="actor_average_rate"):
+        SACConfig(actor_average_rate=0.0)
+

@@ -96,6 +96,7 @@ class AgentSpec:
     cuda_graph: bool = False  # runtime.cuda_graph
     sync_debug: bool = False  # runtime.sync_debug: no host synchronisation inside an update
     bc_weight: bool = False  # sac.bc_weight > 0: behaviour cloning on the batch's real rows
+    actor_average: bool = False  # sac.actor_average_rate: an averaged actor acts deterministically
 
     def load(self, name: str) -> Any:
         try:
@@ -114,6 +115,7 @@ AGENTS: dict[str, AgentSpec] = {
         cuda_graph=True,
         sync_debug=True,
         bc_weight=True,
+        actor_average=True,
     ),
     # both frameworks read their losses to the host every update: no CUDA graph, no sync_debug
     "sb3-sac": AgentSpec(
@@ -150,6 +152,8 @@ def unsupported_settings(config: TrainConfig) -> list[str]:
         problems.append("runtime.cuda_graph=true")
     if config.sac.bc_weight > 0 and not spec.bc_weight:
         problems.append(f"sac.bc_weight={config.sac.bc_weight}")
+    if config.sac.actor_average_rate is not None and not spec.actor_average:
+        problems.append(f"sac.actor_average_rate={config.sac.actor_average_rate}")
     if config.runtime.sync_debug and not spec.sync_debug:  # the frameworks read their losses to the host every update
         problems.append("runtime.sync_debug=true")
     return problems

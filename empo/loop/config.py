@@ -136,7 +136,8 @@ class TrainConfig:
         unsupported = unsupported_settings(self)
         if unsupported:
             # each refused 'key=value' with the value this agent runs
-            fallback = {"penalty_at": "rollout", "alpha_max": "null", "cuda_graph": "false", "sync_debug": "false", "bc_weight": "0"}
+            fallback = {"penalty_at": "rollout", "alpha_max": "null", "cuda_graph": "false", "sync_debug": "false", "bc_weight": "0",
+                        "actor_average_rate": "null"}
             fixes = [
                 f"{key}={fallback[key.rsplit('.', 1)[-1]]}" for key in (item.split("=")[0] for item in unsupported)
             ]
