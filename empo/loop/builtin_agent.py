@@ -74,8 +74,8 @@ def build(context: AgentContext) -> BuiltinSAC:
 def policy(config: TrainConfig, task: Task, state: dict[str, Any]) -> nn.Module:
     sac = SAC(int(state["obs_dim"]), int(state["act_dim"]), config.sac, device="cpu", seed=config.seed)
     # the policy that acts deterministically: the averaged actor where the run kept one
-    actor = sac.actor if sac.actor_average is None else sac.actor_average
-    actor.load_state_dict(state["actor"] if sac.actor_average is None else state["actor_average"])
+    actor, key = (sac.actor, "actor") if sac.actor_average is None else (sac.actor_average, "actor_average")
+    actor.load_state_dict(state[key])
     return DeterministicPolicy(actor.trunk, actor.head, sac.act_dim).eval()
 
 
