@@ -81,6 +81,13 @@ def test_fqe_finds_closed_form_values():
     assert curve["value"][0] < curve["value"][-1] == pytest.approx(fqe.estimate([policy])[0])
 
 
+def test_fqe_with_layer_norm_finds_the_closed_form_value():
+    data = mdp_data(2000, reward_from_action=False, terminal=False)
+    fqe = FQE(data, HOPPER, steps=3000, batch_size=128, hidden=(64, 64), lr=1e-3, tau=0.05, gamma=0.9, seed=0, layer_norm=True)
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in fqe._q_network()) == 2
+    assert fqe.estimate([constant_policy(0.0)])[0] == pytest.approx(10.0, rel=0.05)
+
+
 def test_fqe_drift_reads_the_last_quarter_against_the_suites_spread():
     from empo.evaluation.ope_run import fqe_drift
 

@@ -407,11 +407,12 @@ class FQE:
         seed: int = 0,
         device: str | torch.device = "cpu",
         progress: bool = False,
+        layer_norm: bool = False,
     ) -> None:
         if steps < 1:
             raise EmpoError(f"--fqe-steps must be at least 1, got {steps}")
         self.task, self.steps, self.batch_size, self.hidden = task, steps, batch_size, tuple(hidden)
-        self.lr, self.tau, self.gamma, self.seed = lr, tau, gamma, seed
+        self.lr, self.tau, self.gamma, self.seed, self.layer_norm = lr, tau, gamma, seed, layer_norm
         self.device = torch.device(device)
         self.data = dataset.qlearning().to_tensors(self.device)
         self.starts = torch.as_tensor(initial_states(dataset, starts, seed), device=self.device)
@@ -424,7 +425,7 @@ class FQE:
         layers: list[nn.Module] = []
         width = self.task.obs_dim + self.task.act_dim
         for size in self.hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
+            layers += [nn.Linear(width, size), *([nn.LayerNorm(size)] if self.layer_norm else []), nn.ReLU()]
             width = size
         layers.append(nn.Linear(width, 1))
         return nn.Sequential(*layers).to(self.device)

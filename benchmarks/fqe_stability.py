@@ -1,0 +1,178 @@
+"""Does FQE settle? Fits FQE on a task's shipped policy suite under a few settings and prints, per
+setting, the OPE metrics against the true values, the drift of each policy's estimate over the
+last quarter of the updates (docs/evaluation.md, "Has FQE converged?") and the final Huber loss.
+
+    python benchmarks/fqe_stability.py --task walker2d-medium --steps 40000 --variants default layernorm lr1e-4
+
+Variants: ``default`` (the estimator as empo-ope runs it), ``layernorm`` (LayerNorm after each
+hidden layer of Q), ``lr1e-4`` (Adam's learning rate 1e-4 instead of 3e-4), ``layernorm-lr1e-4``.
+Writes a markdown table (``--out``, default benchmarks/results/fqe-stability-<task>-cpu.md) and the
+curves next to it as JSON. True values come from the suite's cache (the same as empo-ope's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from empo.data.tasks import get_task
+from empo.evaluation.ope import FQE, GAMMA, load_policies, ope_metrics, true_values_cached
+from empo.pipeline import prepare_dataset
+
+VARIANTS = {
+    "default": {},
+    "layernorm": {"layer_norm": True},
+    "lr1e-4": {"lr": 1e-4},
+    "layernorm-lr1e-4": {"layer_norm": True, "lr": 1e-4},
+}
+
+
+def drift_over_true_range(curves: dict[str, dict[str, list[float]]], true: np.ndarray) -> dict[str, float]:
+    """Per policy |estimate at the end - estimate at 3/4 of the updates| over the true values' range
+    (not the estimates' spread, which one diverging fit inflates)."""
+    span = float(true.max() - true.min())
+    moved = []
+    for curve in curves.values():
+        updates, values = np.asarray(curve["updates"], float), np.asarray(curve["value"], float)
+        quarter = min(int(np.searchsorted(updates, 0.75 * updates[-1])), len(values) - 1)
+        moved.append(abs(values[-1] - values[quarter]) / span)
+    return {
+        "median": float(np.median(moved)),
+        "max": float(np.max(moved)),
+        "above_0.1": int(np.sum(np.asarray(moved) > 0.1)),
+    }
+
+
+def recorded_curves(folder: Path, names: list[str]) -> dict[str, dict[str, list[float]]]:
+    path = folder / "fqe_curve.csv"
+    if not path.is_file():
+        raise SystemExit(
+            f"--baseline-dir {folder}: no fqe_curve.csv there (an empo-ope folder run with --estimators ... fqe)"
+        )
+    curves: dict[str, dict[str, list[float]]] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            curve = curves.setdefault(row["policy"], {"updates": [], "loss": [], "value": []})
+            for key in curve:
+                curve[key].append(float(row[key]))
+    missing = sorted(set(names) - set(curves))
+    if missing:
+        raise SystemExit(f"{path}: no curve for the suite's policies {', '.join(missing)}")
+    return {name: curves[name] for name in names}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="walker2d-medium")
+    parser.add_argument("--steps", type=int, default=40_000)
+    parser.add_argument("--variants", nargs="+", default=["default", "layernorm"], choices=sorted(VARIANTS))
+    parser.add_argument("--episodes", type=int, default=10, help="true-value episodes (the suite caches 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--baseline-dir",
+        type=Path,
+        default=None,
+        help="an empo-ope output folder of this task with FQE (fqe_curve.csv): its fits join the table "
+        "as 'default (recorded)' instead of being refitted",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    task = get_task(args.task)
+    policies = load_policies(["suite"], task)
+    dataset = prepare_dataset(task.name, log=print, progress=False)
+    true, _, cached = true_values_cached(policies, task, args.episodes, GAMMA, args.seed)
+    print(f"{len(policies)} policies, true values: {cached} cached")
+
+    rows, curves = [], {}
+    if args.baseline_dir is not None:
+        recorded = recorded_curves(args.baseline_dir, [p.name for p in policies])
+        values = np.array([recorded[p.name]["value"][-1] for p in policies])
+        loss = [curve["loss"][-1] for curve in recorded.values()]
+        curves["default (recorded)"] = recorded
+        rows.append(
+            (
+                "default (recorded)",
+                ope_metrics(true, values),
+                drift_over_true_range(recorded, true),
+                float(np.median(loss)),
+                float(np.max(loss)),
+                float("nan"),
+            )
+        )
+    for variant in args.variants:
+        fqe = FQE(dataset, task, steps=args.steps, seed=args.seed, device="cpu", **VARIANTS[variant])
+        started = time.perf_counter()
+        values = fqe.estimate(policies)
+        seconds = time.perf_counter() - started
+        metrics = ope_metrics(true, values)
+        drift = drift_over_true_range(fqe.curves, true)
+        final_loss = [curve["loss"][-1] for curve in fqe.curves.values()]
+        curves[variant] = fqe.curves
+        rows.append((variant, metrics, drift, float(np.median(final_loss)), float(np.max(final_loss)), seconds))
+        print(
+            f"{variant}: spearman {metrics['spearman']:.2f} regret@1 {metrics['regret@1']:.3f} "
+            f"drift max {drift['max']:.2f} median loss {np.median(final_loss):.3f} ({seconds:.0f} s)"
+        )
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+    out = args.out or Path(f"benchmarks/results/fqe-stability-{args.task}-cpu.md")
+    lines = [
+        f"# FQE stability on {args.task}",
+        "",
+        f"`python benchmarks/fqe_stability.py --task {args.task} --steps {args.steps} --variants {' '.join(args.variants)}`",
+        f"(commit {commit}, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"{args.threads} torch thread(s); {len(policies)} suite policies, gamma {GAMMA})."
+        + (
+            f" The row 'default (recorded)' is the FQE of {args.baseline_dir} (same seed and settings), not refitted."
+            if args.baseline_dir
+            else ""
+        ),
+        "",
+        "Drift: how far each policy's estimate moved over the last quarter of the updates, in units of the",
+        "true values' range (0 = settled). Loss: the mean Huber loss of the last 1,000 updates.",
+        "",
+        "| variant | Spearman | rank correlation | abs. error | regret@1 | drift (median / max) | policies drifting > 0.1 | loss (median / max) | time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, m, d, loss_median, loss_max, seconds in rows:
+        lines.append(
+            f"| {variant} | {m['spearman']:.2f} | {m['pearson']:.2f} | {m['abs_error']:.2f} | {m['regret@1']:.3f} | "
+            f"{d['median']:.2f} / {d['max']:.2f} | {d['above_0.1']} | {loss_median:.3f} / {loss_max:.3f} | "
+            + ("(recorded) |" if np.isnan(seconds) else f"{seconds / 60:.0f} min |")
+        )
+    lines += [
+        "",
+        "Final estimates against the true values:",
+        "",
+        "| policy | true | " + " | ".join(v for v, *_ in rows) + " |",
+        "|---|---|" + "---|" * len(rows),
+    ]
+    for i, policy in enumerate(policies):
+        lines.append(
+            f"| {policy.name} | {true[i]:.1f} | "
+            + " | ".join(f"{curves[v][policy.name]['value'][-1]:.1f}" for v, *_ in rows)
+            + " |"
+        )
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(
+        json.dumps({"true": dict(zip([p.name for p in policies], true.tolist(), strict=True)), "curves": curves})
+    )
+    print(f"wrote {out}")
+    if args.baseline_dir is not None:
+        print(f"default (recorded): from {args.baseline_dir}")
+
+
+if __name__ == "__main__":
+    main()
