@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from empo.data.tasks import get_task
 from empo.evaluation.ope import FQE, GAMMA, load_policies, ope_metrics, true_values_cached
 from empo.pipeline import prepare_dataset
+from empo.utils import git_commit
 
 VARIANTS = {
     "default": {},
