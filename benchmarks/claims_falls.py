@@ -60,11 +60,12 @@ def windows(
         last_safe = stop - 2 * k if terminals[stop - 1] > 0.5 else stop - k
         if last_safe >= first:
             upright.extend(range(first, last_safe + 1, max(1, k)))
-    pick = lambda rows: (
-        rng.choice(np.asarray(rows, dtype=np.int64), min(count, len(rows)), replace=False)
-        if rows
-        else np.zeros(0, np.int64)
-    )  # noqa: E731
+
+    def pick(rows: list[int]) -> np.ndarray:
+        if not rows:
+            return np.zeros(0, np.int64)
+        return rng.choice(np.asarray(rows, dtype=np.int64), min(count, len(rows)), replace=False)
+
     return pick(falling), pick(upright)
 
 

@@ -124,9 +124,7 @@ def main() -> None:
             f"drift max {drift['max']:.2f} median loss {np.median(final_loss):.3f} ({seconds:.0f} s)"
         )
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-    ).stdout.strip()
+    commit = git_commit()
     out = args.out or Path(f"benchmarks/results/fqe-stability-{args.task}-cpu.md")
     lines = [
         f"# FQE stability on {args.task}",
