@@ -73,7 +73,7 @@ def test_pipeline_smoke(tmp_path, synthetic_dataset, algo, capsys):
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, synthetic_dataset, capsys):
-    common = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--seed", "7", "--no-progress"]
+    common = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--seed", "5", "--no-progress"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_cli.main([*common, "--run-dir", str(straight)]) == 0
     assert train_cli.main([*common, "--run-dir", str(split), "--stop-after", "2"]) == 0
@@ -90,6 +90,48 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, synthetic_dataset, ca
         assert torch.equal(value, state_b["agent"]["actor"][key]), key
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (straight, split))
     assert sa["final_normalized_score"] == sb["final_normalized_score"] and sa["updates"] == sb["updates"]
+
+
+def test_final_policy_best_model_return_finishes_with_the_chosen_epochs_agent(tmp_path, synthetic_dataset):
+    common = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--seed", "5", "--no-progress",
+              "--set", "training.final_policy=best_model_return", "--set", "training.final_policy_from=0.5"]
+    chosen, split, upto = tmp_path / "chosen", tmp_path / "split", tmp_path / "upto"
+    assert train_cli.main([*common, "--run-dir", str(chosen)]) == 0
+    summary = json.loads((chosen / "summary.json").read_text())
+    rows = read_rows(chosen)
+    # the epoch whose penalised model return was the highest, from epoch 3 on (0.5 x 4 epochs); with
+    # this seed neither the last epoch nor the best of all (epoch 2, before the window)
+    returns = {int(r["epoch"]): float(r["diag_model_penalised_return"]) for r in rows}
+    best = max((e for e in returns if e >= 3), key=lambda e: (returns[e], -e))
+    assert best != 4 and max(returns, key=returns.get) < 3
+    info = summary["final_policy"]
+    assert info["rule"] == "best_model_return" and info["epoch"] == best and info["from_epoch"] == 3
+    assert info["model_penalised_return"] == pytest.approx(returns[best])
+    # the last epoch's policy is evaluated too, over the same number of episodes
+    assert summary["last_policy_eval"]["episodes"] == summary["final_eval"]["episodes"] == 2
+    # the finished checkpoint holds the chosen epoch's agent: the same run stopped after that epoch has it
+    assert train_cli.main([*common, "--run-dir", str(upto), "--stop-after", str(best)]) == 0
+    final, at_best = (torch.load(d / "checkpoint.pt", weights_only=False)["agent"]["actor"] for d in (chosen, upto))
+    assert all(torch.equal(final[k], at_best[k]) for k in final)
+    # the report puts the last epoch's policy beside the chosen one
+    import empo.cli.report as report_cli
+
+    assert report_cli.main([str(chosen), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "| final | last policy | last epoch |" in table
+    assert f"{summary['last_policy_eval_normalized_score']:.1f}" in table.split("| final | last policy |")[1]
+    # interrupted and resumed, the run chooses the same and ends with the same figures
+    assert train_cli.main([*common, "--run-dir", str(split), "--stop-after", "2"]) == 0
+    assert train_cli.main(["--resume", str(split), "--no-progress"]) == 0
+    resumed = json.loads((split / "summary.json").read_text())
+    for key in ("final_policy", "final_eval", "last_policy_eval"):
+        assert resumed[key] == summary[key], key
+    # the rule reads the diagnostics: a run without them is refused before it starts
+    with pytest.raises(EmpoError, match=r"needs them every epoch: set diagnostics.start_states above 0 \(it is 0\)"):
+        resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"final_policy": "best_model_return"},
+                                                                    "diagnostics": {"start_states": 0}})
+    with pytest.raises(EmpoError, match="training.final_policy: 'best' is not one of 'last', 'best_model_return'"):
+        resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"final_policy": "best"}})
 
 
 class ExplodingModel(FakeDynamics):

@@ -43,7 +43,8 @@ PUBLISHED: dict[str, dict[str, str]] = {
     "walker2d-medium-expert": {"MOPO": "108.2 +- 4.3", "COMBO": "110.0 +- 0.2", "MOBILE": "114.5 +- 2.2"},
 }
 
-SCORES = ("final_eval_normalized_score", "final_normalized_score", "last10_mean_normalized_score", "best_normalized_score")
+SCORES = ("final_eval_normalized_score", "final_normalized_score", "last10_mean_normalized_score", "best_normalized_score",
+          "last_policy_eval_normalized_score")
 
 
 def describe_scores(summary: dict[str, Any]) -> str:
@@ -56,6 +57,10 @@ def describe_scores(summary: dict[str, Any]) -> str:
 
     episodes = (summary.get("final_eval") or {}).get("episodes")
     final = f"final {fmt(summary.get('final_eval_normalized_score'))}" + (f" ({episodes} episodes)" if episodes else "")
+    chosen = summary.get("final_policy") or {}
+    if chosen.get("rule", "last") != "last":  # training.final_policy: the final policy is an earlier epoch's
+        final += (f" (the policy of epoch {chosen.get('epoch')}, chosen by its model return; the last epoch's policy "
+                  f"{fmt(summary.get('last_policy_eval_normalized_score'))})")
     return (
         f"{final}, last epoch {fmt(summary.get('final_normalized_score'))}, "
         f"last-10 {fmt(summary.get('last10_mean_normalized_score'))}, best {fmt(summary.get('best_normalized_score'))}"
@@ -472,14 +477,25 @@ def write_report(records: list[RunRecord], out_dir: str | Path) -> Path:
         "- runs of one task, algorithm and preset whose settings differ are reported apart, the algorithm named with",
         "  the settings that differ (`empo [empo.penalty_coef=0.5]`)",
         "",
-        "| task | algorithm | preset | seeds | data | final | last epoch | last-10 | best | wall time h |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    # runs with training.final_policy best_model_return finish with an earlier epoch's policy: the last
+    # epoch's policy over the same final episodes goes beside it
+    chosen = any(row["last_policy_eval_normalized_score"]["n"] for row in rows)
+    if chosen:
+        lines[-1:-1] = ["- **last policy** = the last epoch's policy over the same final episodes, where the run finishes with",
+                        "  the policy of the epoch it chose by model return (training.final_policy, docs/training.md)"]
+    lines += [
+        "| task | algorithm | preset | seeds | data | final |" + (" last policy |" if chosen else "")
+        + " last epoch | last-10 | best | wall time h |",
+        "|---|---|---|---|---|---|" + ("---|" if chosen else "") + "---|---|---|---|",
     ]
     for row in rows:
         data = "n/a" if row["dataset_score"] is None else f"{row['dataset_score']:.1f}"
         lines.append(
             f"| {row['task']} | {row['algo']} | {row['preset']} | {row['seeds']} ({seeds_note(row)}) | {data} | "
-            f"{cell(row['final_eval_normalized_score'])} | {cell(row['final_normalized_score'])} | "
+            f"{cell(row['final_eval_normalized_score'])} | "
+            + (f"{cell(row['last_policy_eval_normalized_score'])} | " if chosen else "")
+            + f"{cell(row['final_normalized_score'])} | "
             f"{cell(row['last10_mean_normalized_score'])} | "
             f"{cell(row['best_normalized_score'])} | {hours(row['wall_time_h'])} |"
         )

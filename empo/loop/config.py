@@ -63,8 +63,18 @@ class TrainingConfig:
     # the finished run's policy evaluated once more over this many episodes (summary.json's
     # final_eval_*; an epoch's 5-10 episodes swing too much to report); 0: none
     final_eval_episodes: int = 50
+    # which policy the run finishes with (docs/training.md, "The final policy"): "last", the last
+    # epoch's (published); "best_model_return", of the epochs from final_policy_from (a share of
+    # training.epochs) on, the one whose deterministic policy had the highest penalised return in
+    # the model in the diagnostics: chosen offline, with the model and the data alone (not published)
+    final_policy: Literal["last", "best_model_return"] = "last"
+    final_policy_from: float = 0.25
 
     def __post_init__(self) -> None:
+        if self.final_policy not in ("last", "best_model_return"):
+            raise ValueError(f"final_policy must be 'last' or 'best_model_return', got {self.final_policy!r}")
+        if not 0.0 <= self.final_policy_from < 1.0:
+            raise ValueError(f"final_policy_from must be in [0, 1), got {self.final_policy_from}")
         for name in ("epochs", "steps_per_epoch", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -133,6 +143,12 @@ class TrainConfig:
         if self.agent not in AGENTS:
             raise ValueError(f"agent: unknown agent {self.agent!r}; valid agents: {', '.join(AGENTS)}")
         self.algorithms = {**_default_algorithms(), **self.algorithms}
+        if self.training.final_policy == "best_model_return" and (self.diagnostics.start_states == 0 or self.diagnostics.every != 1):
+            raise ValueError(
+                "training.final_policy=best_model_return picks the epoch by the diagnostics' model return, so it needs them every "
+                f"epoch: set diagnostics.start_states above 0 (it is {self.diagnostics.start_states}) and diagnostics.every=1 "
+                f"(it is {self.diagnostics.every}), or training.final_policy=last"
+            )
         unsupported = unsupported_settings(self)
         if unsupported:
             # each refused 'key=value' with the value this agent runs

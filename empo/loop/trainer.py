@@ -9,6 +9,7 @@ looks for NaN or inf.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -150,6 +151,10 @@ class Trainer:
         self.last_rollout_stats: dict[str, float] = {name: float("nan") for name in ROLLOUT_METRICS}
         self.status = "running"
         self.final_eval: dict[str, Any] | None = None
+        # training.final_policy best_model_return: the chosen epoch's agent state, kept until the end
+        self.selected: dict[str, Any] | None = None
+        self.selection_applied = False
+        self.last_policy_eval: dict[str, Any] | None = None
         self.recorder = RunRecorder(self.run_dir, "progress.csv", CSV_COLUMNS, CHECKPOINT)  # CSV, TensorBoard, checkpoint
         # the learner (empo/loop/agents.py): it draws its mixed batches from the two buffers and
         # adds its update metrics into metric_sums
@@ -227,6 +232,9 @@ class Trainer:
             "sample_generator": self.sample_generator.get_state(),
             "rollout_generator": self.rollout_generator.get_state(),
             "diag_generator": self.diag_generator.get_state(),
+            "selected": self.selected,
+            "selection_applied": self.selection_applied,
+            "last_policy_eval": self.last_policy_eval,
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(),
@@ -267,6 +275,9 @@ class Trainer:
         self.scores = [float(s) for s in state["scores"]]
         self.wall_time = float(state["wall_time"])
         self.last_rollout_stats = dict(state["last_rollout_stats"])
+        self.selected = state.get("selected")  # checkpoints from before training.final_policy have none
+        self.selection_applied = bool(state.get("selection_applied", False))
+        self.last_policy_eval = state.get("last_policy_eval")
         self.recorder.resume_after(self.epoch, self.updates)  # TensorBoard's step is the update count
         summary_path = self.run_dir / "summary.json"
         if summary_path.is_file():  # a finished run's final evaluation is not run twice
@@ -306,6 +317,10 @@ class Trainer:
             # the finished policy over training.final_eval_episodes episodes: the figure to report
             "final_eval_normalized_score": self.final_eval["normalized_score"] if self.final_eval else None,
             "final_eval": self.final_eval,
+            "final_policy": self.final_policy_info(),
+            # with training.final_policy best_model_return: the last epoch's policy over the same episodes
+            "last_policy_eval_normalized_score": self.last_policy_eval["normalized_score"] if self.last_policy_eval else None,
+            "last_policy_eval": self.last_policy_eval,
         }
 
     def write_summary(self) -> None:
@@ -399,6 +414,7 @@ class Trainer:
         time_epoch = time.perf_counter() - epoch_start
         self.epoch += 1
         self.wall_time += time_epoch
+        self._consider_for_final_policy(diagnostics["model_penalised_return"])
         self.scores.append(score)
         if math.isfinite(score) and score > self.best_score:
             self.best_score = score
@@ -488,6 +504,7 @@ class Trainer:
             self.recorder.close()
         if self.epoch >= total:
             self.status = "finished"
+            self._apply_final_policy()
             self._final_evaluation()
             self.write_summary()
             self._log_hparams()
@@ -511,11 +528,43 @@ class Trainer:
         finally:
             self.recorder.close()
 
-    def _final_evaluation(self) -> None:
-        """The finished policy over ``training.final_eval_episodes`` episodes (once; runs that evaluate)."""
-        episodes = self.config.training.final_eval_episodes
-        if episodes <= 0 or self.config.training.eval_episodes <= 0 or self.final_eval is not None:
+    # --------------------------------------------------------------------------- the final policy
+    def _consider_for_final_policy(self, model_penalised_return: float) -> None:
+        """training.final_policy best_model_return: keep the agent of the epoch just finished if its
+        policy's penalised model return (the diagnostics') is the best from final_policy_from on."""
+        cfg = self.config.training
+        if cfg.final_policy != "best_model_return" or self.epoch <= int(cfg.final_policy_from * cfg.epochs):
             return
+        if not math.isfinite(model_penalised_return):
+            return
+        if self.selected is None or model_penalised_return > self.selected["model_penalised_return"]:
+            self.selected = {"epoch": self.epoch, "model_penalised_return": float(model_penalised_return),
+                             "agent": copy.deepcopy(self.agent.state_dict())}
+
+    def final_policy_info(self) -> dict[str, Any]:
+        """Which epoch's policy the run finishes with, and why (summary.json's ``final_policy``)."""
+        rule = self.config.training.final_policy
+        if rule == "last" or self.selected is None:
+            return {"rule": rule, "epoch": self.epoch, **({"note": "no epoch with a finite model return to choose from"}
+                                                          if rule != "last" and self.epoch >= self.config.training.epochs else {})}
+        return {"rule": rule, "epoch": self.selected["epoch"], "model_penalised_return": self.selected["model_penalised_return"],
+                "from_epoch": int(self.config.training.final_policy_from * self.config.training.epochs) + 1}
+
+    def _apply_final_policy(self) -> None:
+        """Load the chosen epoch's agent for the final evaluation and the checkpoint that export and
+        empo-eval read, after evaluating the last epoch's policy over the same episodes (once)."""
+        if self.selected is None or self.selection_applied:
+            return
+        self.last_policy_eval = self._evaluate_final_episodes()
+        self.agent.load_state_dict(self.selected["agent"])
+        self.selection_applied = True
+        self.save_checkpoint()
+
+    def _evaluate_final_episodes(self) -> dict[str, Any] | None:
+        """The acting policy over ``training.final_eval_episodes`` episodes, the same episodes every time."""
+        episodes = self.config.training.final_eval_episodes
+        if episodes <= 0 or self.config.training.eval_episodes <= 0:
+            return None
         from empo.evaluation.policy_eval import PolicyEvaluator
 
         evaluator = PolicyEvaluator(self.task, episodes, self.device)
@@ -523,7 +572,7 @@ class Trainer:
             result = evaluator.evaluate(lambda obs: self.agent.act(obs, deterministic=True), seed=self.config.seed * 1_000_000 + 999_000)
         finally:
             evaluator.close()
-        self.final_eval = {
+        return {
             "episodes": episodes,
             "return": result.mean_return,
             "return_std": result.std_return,
@@ -531,3 +580,8 @@ class Trainer:
             "normalized_score_std": result.std_score,
             "length": result.mean_length,
         }
+
+    def _final_evaluation(self) -> None:
+        """The finished policy over ``training.final_eval_episodes`` episodes (once; runs that evaluate)."""
+        if self.final_eval is None:
+            self.final_eval = self._evaluate_final_episodes()
