@@ -135,6 +135,8 @@ KEY_COMPATIBLE_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("etm", "early_stop_improvement"): 0.01,
     ("etm", "early_stop_window"): 1,
     ("etm", "weight_ema"): None,
+    ("etm", "fall_weight"): 1.0,
+    ("etm", "fall_window"): 20,
     **{(kind, cap): None for kind in ("etm", "ftm") for cap in ("max_updates", "max_minutes")},
 }
 

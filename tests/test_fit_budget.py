@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 
@@ -172,3 +173,47 @@ def test_finishing_needs_a_fit_to_resume(tmp_path):
     task, data = get_task("hopper-medium"), synthetic_transitions()
     with pytest.raises(EmpoError, match="--resume DIR --finish"):
         train_dynamics(data, task, load_model_config("ftm", "smoke"), tmp_path / "m", progress=False, finish=True)
+
+
+def test_fall_weights_mark_the_rows_before_a_termination_within_its_episode():
+    from empo.models.train import fall_row_weights
+
+    from empo.data import Transitions
+
+    base = synthetic_transitions(n=30, episode_len=10)
+    terminals = np.zeros(30)
+    terminals[[9, 21]] = 1  # episode 0 falls; episode 1 ends by timeout; episode 2 falls on its 2nd row
+    data = Transitions(base.observations, base.actions, base.rewards, base.next_observations, terminals, np.zeros(30),
+                       np.array([0, 10, 20, 22]))
+    weights = fall_row_weights(data, 5.0, window=3)  # episode 2 is shorter than the window: episode 1 is not marked
+    assert weights.tolist() == [1] * 7 + [5] * 3 + [1] * 10 + [5] * 2 + [1] * 8
+
+
+def test_an_etm_fit_with_a_fall_weight_draws_the_rows_before_a_fall_that_much_more_often(tmp_path, monkeypatch):
+    from empo.models.fitting import EnsembleTrainer
+
+    task, data = get_task("hopper-medium"), synthetic_transitions(n=600)
+    data.terminals[49::50] = 1  # every episode ends in a fall (and no longer by timeout)
+    data.timeouts[:] = 0
+    drawn, weights = [], []
+    original = EnsembleTrainer.minibatch_indices
+
+    def recording(self):
+        weights.append(self.row_weights)
+        for index in original(self):
+            drawn.append(index)
+            yield index
+
+    monkeypatch.setattr(EnsembleTrainer, "minibatch_indices", recording)
+    config = load_model_config("etm", "smoke", {"etm": {"epochs": 1, "steps_per_epoch": 4, "fall_weight": 30.0, "fall_window": 5}})
+    train_dynamics(data, task, config, tmp_path / "weighted", progress=False)
+    rows = torch.cat([d.flatten() for d in drawn])
+    before_fall = weights[0][rows] > 1
+    # 10% of the rows are within 5 steps of a fall: drawn 30x as often, about 77% of a minibatch
+    assert weights[0] is not None and (weights[0] > 1).float().mean() == pytest.approx(0.1, abs=0.01)
+    assert 0.65 < before_fall.float().mean() < 0.9
+    drawn.clear(), weights.clear()
+    train_dynamics(data, task, load_model_config("etm", "smoke", {"etm": {"epochs": 1, "steps_per_epoch": 4}}), tmp_path / "plain", progress=False)
+    assert weights[0] is None
+    with pytest.raises(EmpoError, match="fall_weight other than 1 draws weighted random minibatches: it needs steps_per_epoch"):
+        load_model_config("etm", "smoke", {"etm": {"steps_per_epoch": None, "fall_weight": 3.0}})

@@ -162,9 +162,20 @@ class ETMConfig:
     # epochs on this machine (a resumed fit counts on from its checkpoint).
     max_updates: int | None = None
     max_minutes: float | None = None
+    # Rows within fall_window steps before a transition that ends its episode by the termination
+    # rule are drawn fall_weight times as often in the fit's minibatches (1: every row alike, the
+    # published fit). Not in the paper: the learn ETM foresaw fewer of hopper's falls than the FTM
+    # over 20 steps (docs/claims.md, "Why the ETM ranks worse on hopper"); the rows before a fall are
+    # 3.5% of hopper-medium's. Needs steps_per_epoch (random minibatches).
+    fall_weight: float = 1.0
+    fall_window: int = 20
 
     def __post_init__(self) -> None:
         check_budget(self)
+        if self.fall_weight <= 0 or self.fall_window < 1:
+            raise ValueError(f"fall_weight must be > 0 and fall_window >= 1, got {self.fall_weight} and {self.fall_window}")
+        if self.fall_weight != 1.0 and self.steps_per_epoch is None:
+            raise ValueError("fall_weight other than 1 draws weighted random minibatches: it needs steps_per_epoch (not a pass over the data)")
         if self.early_stop_window < 1:
             raise ValueError(f"early_stop_window must be >= 1 (epochs whose holdout errors are averaged), got {self.early_stop_window}")
         if self.weight_ema is not None and not 0.0 < self.weight_ema < 1.0:

@@ -112,6 +112,9 @@ class EnsembleTrainer:
     loss_per_row: bool = False  # the loss sums its batch's rows: the log divides by the batch size
 
     done: bool = False  # set by end_epoch when the fit should stop early
+    # per training row, how often it is drawn relative to the others (None: uniformly); set by
+    # train_dynamics from the kind's fall_weight (rows before a fall)
+    row_weights: Tensor | None = None
 
     def loss_for(self, index: Tensor, timer: DeviceTimer) -> Tensor:
         """The summed loss of all members on their rows ``index`` [members, batch]."""
@@ -180,7 +183,9 @@ class EnsembleTrainer:
             else:
                 order = torch.argsort(torch.rand(members, n, generator=self.generator, device=device), dim=1)
         for step in range(self.steps_per_epoch()):
-            if fixed:
+            if fixed and self.row_weights is not None:
+                yield torch.multinomial(self.row_weights, members * batch, replacement=True, generator=self.generator).view(members, batch)
+            elif fixed:
                 yield torch.randint(n, (members, batch), generator=self.generator, device=device)
             else:
                 yield order[:, step * batch : (step + 1) * batch]

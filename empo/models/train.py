@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -66,6 +67,18 @@ def _tensors(transitions: Transitions, device: torch.device) -> tuple[Tensor, Te
     x = torch.cat([data["observations"], data["actions"]], dim=-1)
     y = torch.cat([data["next_observations"] - data["observations"], data["rewards"].unsqueeze(-1)], dim=-1)
     return x, y
+
+
+def fall_row_weights(data: Transitions, weight: float, window: int) -> np.ndarray:
+    """Per row: ``weight`` for the ``window`` rows that end an episode by its termination rule (the
+    terminal row and those before it, within the episode), 1 elsewhere."""
+    n = len(data)
+    weights = np.ones(n, dtype=np.float64)
+    ends = np.append(np.asarray(data.episode_starts)[1:], n)  # one past each episode's last row
+    for start, stop in zip(data.episode_starts, ends, strict=True):
+        if stop > start and data.terminals[stop - 1] > 0.5:
+            weights[max(start, stop - window) : stop] = weight
+    return weights
 
 
 def train_dynamics(
@@ -131,6 +144,9 @@ def train_dynamics(
     model.holdout_index = hold_index.to(device)
     model.meta = {"task": task.name, "n_transitions": n, "seed": seed, "source": data.source}
     trainer = get_model_kind(config.kind).trainer_class(model, x_train, y_train, x_hold, y_hold, generator)
+    if getattr(sub, "fall_weight", 1.0) != 1.0:
+        weights = fall_row_weights(data, sub.fall_weight, sub.fall_window)
+        trainer.row_weights = torch.as_tensor(weights, device=device)[train_index.to(device)]
     epochs = trainer.max_epochs()
     eval_rows = trainer.holdout_rows(n_hold)
 
