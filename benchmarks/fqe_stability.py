@@ -2,10 +2,11 @@
 setting, the OPE metrics against the true values, the drift of each policy's estimate over the
 last quarter of the updates (docs/evaluation.md, "Has FQE converged?") and the final Huber loss.
 
-    python benchmarks/fqe_stability.py --task walker2d-medium --steps 40000 --variants default layernorm lr1e-4
+    python benchmarks/fqe_stability.py --task walker2d-medium --steps 40000 --variants plain layernorm
 
-Variants: ``default`` (the estimator as empo-ope runs it), ``layernorm`` (LayerNorm after each
-hidden layer of Q), ``lr1e-4`` (Adam's learning rate 1e-4 instead of 3e-4), ``layernorm-lr1e-4``.
+Variants: ``plain`` (Q without normalisation, empo-ope's FQE before 2026-12-07), ``layernorm``
+(LayerNorm after each hidden layer of Q, empo-ope's FQE since), ``plain-lr1e-4`` and
+``layernorm-lr1e-4`` (Adam's learning rate 1e-4 instead of 3e-4).
 Writes a markdown table (``--out``, default benchmarks/results/fqe-stability-<task>-cpu.md) and the
 curves next to it as JSON. True values come from the suite's cache (the same as empo-ope's).
 """
@@ -28,9 +29,9 @@ from empo.pipeline import prepare_dataset
 from empo.utils import git_commit
 
 VARIANTS = {
-    "default": {},
+    "plain": {"layer_norm": False},
     "layernorm": {"layer_norm": True},
-    "lr1e-4": {"lr": 1e-4},
+    "plain-lr1e-4": {"layer_norm": False, "lr": 1e-4},
     "layernorm-lr1e-4": {"layer_norm": True, "lr": 1e-4},
 }
 
@@ -73,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="walker2d-medium")
     parser.add_argument("--steps", type=int, default=40_000)
-    parser.add_argument("--variants", nargs="+", default=["default", "layernorm"], choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["layernorm"], choices=sorted(VARIANTS))
     parser.add_argument("--episodes", type=int, default=10, help="true-value episodes (the suite caches 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -83,7 +84,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="an empo-ope output folder of this task with FQE (fqe_curve.csv): its fits join the table "
-        "as 'default (recorded)' instead of being refitted",
+        "as 'plain (recorded)' instead of being refitted (folders written before 2026-12-07 hold FQE without LayerNorm)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,10 +99,10 @@ def main() -> None:
         recorded = recorded_curves(args.baseline_dir, [p.name for p in policies])
         values = np.array([recorded[p.name]["value"][-1] for p in policies])
         loss = [curve["loss"][-1] for curve in recorded.values()]
-        curves["default (recorded)"] = recorded
+        curves["plain (recorded)"] = recorded
         rows.append(
             (
-                "default (recorded)",
+                "plain (recorded)",
                 ope_metrics(true, values),
                 drift_over_true_range(recorded, true),
                 float(np.median(loss)),
@@ -133,7 +134,7 @@ def main() -> None:
         f"(commit {commit}, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
         f"{args.threads} torch thread(s); {len(policies)} suite policies, gamma {GAMMA})."
         + (
-            f" The row 'default (recorded)' is the FQE of {args.baseline_dir} (same seed and settings), not refitted."
+            f" The row 'plain (recorded)' is the FQE (without LayerNorm) of {args.baseline_dir} (same seed and settings), not refitted."
             if args.baseline_dir
             else ""
         ),
@@ -169,7 +170,7 @@ def main() -> None:
     )
     print(f"wrote {out}")
     if args.baseline_dir is not None:
-        print(f"default (recorded): from {args.baseline_dir}")
+        print(f"plain (recorded): from {args.baseline_dir}")
 
 
 if __name__ == "__main__":

@@ -81,10 +81,12 @@ def test_fqe_finds_closed_form_values():
     assert curve["value"][0] < curve["value"][-1] == pytest.approx(fqe.estimate([policy])[0])
 
 
-def test_fqe_with_layer_norm_finds_the_closed_form_value():
+def test_fqe_with_layer_norm_finds_the_closed_form_value():  # the default since 2026-12-07
     data = mdp_data(2000, reward_from_action=False, terminal=False)
-    fqe = FQE(data, HOPPER, steps=3000, batch_size=128, hidden=(64, 64), lr=1e-3, tau=0.05, gamma=0.9, seed=0, layer_norm=True)
-    assert sum(isinstance(m, torch.nn.LayerNorm) for m in fqe._q_network()) == 2
+    fqe = FQE(data, HOPPER, steps=3000, batch_size=128, hidden=(64, 64), lr=1e-3, tau=0.05, gamma=0.9, seed=0)
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in fqe._q_network()) == 2  # on by default
+    plain = FQE(data, HOPPER, steps=10, hidden=(64, 64), layer_norm=False)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in plain._q_network())
     assert fqe.estimate([constant_policy(0.0)])[0] == pytest.approx(10.0, rel=0.05)
 
 
@@ -197,6 +199,14 @@ def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
     assert [float(r.split(",")[-1]) for r in curve_rows[1:]] == pytest.approx([float(r.split(",")[fqe_column]) for r in rows[1:]])
     assert (out / "fqe_curve.png").is_file() and set(metrics["estimators"]["fqe"]["drift"]) == {"last_quarter_over_spread", "max", "spread"}
     assert "spearman" in capsys.readouterr().out
+    assert metrics["config"]["fqe_layer_norm"] is True and "(no LayerNorm)" not in report
+    # FQE without LayerNorm, as empo-ope ran it before 2026-12-07, on request
+    plain = tmp_path / "plain"
+    assert main(["--task", "hopper-medium", "--policies", "random", str(POLICIES / "hopper-medium.pt"), "--preset", "smoke",
+                 "--estimators", "fqe", "--episodes", "2", "--fqe-steps", "50", "--fqe-no-layer-norm", "--out", str(plain),
+                 "--no-progress", "--device", "cpu"]) == 0
+    assert json.loads((plain / "metrics.json").read_text())["config"]["fqe_layer_norm"] is False
+    assert "FQE 50 updates (no LayerNorm)" in (plain / "report.md").read_text()
     assert main(["--task", "hopper-medium", "--policies", "random", "--out", str(tmp_path / "x")]) == 2  # one policy
     assert main(["--task", "hopper-medium", "--policies", "random", "random", "--horizon", "0"]) == 2
 

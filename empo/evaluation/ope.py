@@ -383,6 +383,8 @@ class FQE:
     Per policy: Q(s, a), an MLP, trained for ``steps`` minibatch updates on the dataset with the
     target ``r + gamma * (1 - terminal) * Q'(s', pi(s'))`` (Q' a Polyak-averaged copy, ``tau``),
     Huber loss, Adam; value = mean Q(s0, pi(s0)) over the dataset's episode-initial states.
+    ``layer_norm`` (default on) puts a LayerNorm after each hidden layer: without it the fits of
+    walker2d-medium's suite diverged (docs/evaluation.md, "Has FQE converged?").
 
     ``curves`` keeps, per policy name, the fit's mean loss and its value estimate every
     ``CURVE_EVERY`` updates: whether the estimate had settled when the fit ended (a value still
@@ -407,7 +409,7 @@ class FQE:
         seed: int = 0,
         device: str | torch.device = "cpu",
         progress: bool = False,
-        layer_norm: bool = False,
+        layer_norm: bool = True,
     ) -> None:
         if steps < 1:
             raise EmpoError(f"--fqe-steps must be at least 1, got {steps}")

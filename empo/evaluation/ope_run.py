@@ -47,6 +47,7 @@ class OPEConfig:
     starts: int = 10
     horizon: int = 1000
     fqe_steps: int = 20_000
+    fqe_layer_norm: bool = True
     seed: int = 0
     gamma: float = GAMMA
 
@@ -128,7 +129,8 @@ def run_ope(
     fqe_curves: dict[str, dict[str, list[float]]] = {}
     for kind in config.estimators:
         if kind == "fqe":
-            estimators = [FQE(dataset, task, steps=config.fqe_steps, gamma=config.gamma, seed=config.seed, device=device, progress=progress)]
+            estimators = [FQE(dataset, task, steps=config.fqe_steps, gamma=config.gamma, seed=config.seed, device=device, progress=progress,
+                              layer_norm=config.fqe_layer_norm)]
         else:
             if kind in config.model_dirs:
                 model = load_dynamics(config.model_dirs[kind], task, device=device)
@@ -216,7 +218,7 @@ def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.de
         "",
         f"- date {meta['date']}, commit {meta['git_commit']}, device {device}",
         f"- {len(result.names)} policies; true value: mean discounted return (gamma {config.gamma}) of {config.episodes} real "
-        f"episodes; model rollouts from {config.starts} dataset initial states, horizon {config.horizon}; FQE {config.fqe_steps} updates",
+        f"episodes; model rollouts from {config.starts} dataset initial states, horizon {config.horizon}; FQE {config.fqe_steps} updates{'' if config.fqe_layer_norm else ' (no LayerNorm)'}",
         "",
         "| estimator | abs error | Spearman | Pearson (the authors' \"rank correlation\") | regret@1 | s/policy |",
         "|---|---|---|---|---|---|",
