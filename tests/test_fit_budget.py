@@ -176,9 +176,8 @@ def test_finishing_needs_a_fit_to_resume(tmp_path):
 
 
 def test_fall_weights_mark_the_rows_before_a_termination_within_its_episode():
-    from empo.models.train import fall_row_weights
-
     from empo.data import Transitions
+    from empo.models.train import fall_row_weights
 
     base = synthetic_transitions(n=30, episode_len=10)
     terminals = np.zeros(30)
