@@ -73,7 +73,7 @@ def test_pipeline_smoke(tmp_path, synthetic_dataset, algo, capsys):
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, synthetic_dataset, capsys):
-    common = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--seed", "5", "--no-progress"]
+    common = ["--task", "hopper-medium", "--algo", "mopo", "--preset", "smoke", "--seed", "7", "--no-progress"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_cli.main([*common, "--run-dir", str(straight)]) == 0
     assert train_cli.main([*common, "--run-dir", str(split), "--stop-after", "2"]) == 0
@@ -126,6 +126,11 @@ def test_final_policy_best_model_return_finishes_with_the_chosen_epochs_agent(tm
     resumed = json.loads((split / "summary.json").read_text())
     for key in ("final_policy", "final_eval", "last_policy_eval"):
         assert resumed[key] == summary[key], key
+    # where the rule picks the last epoch (this seed, from epoch 2 on), one evaluation serves as both
+    last = tmp_path / "last"
+    assert train_cli.main([*common[:7], "6", *common[8:-2], "--set", "training.final_policy_from=0.25", "--run-dir", str(last)]) == 0
+    picked = json.loads((last / "summary.json").read_text())
+    assert picked["final_policy"]["epoch"] == 4 and picked["last_policy_eval"] == picked["final_eval"]
     # the rule reads the diagnostics: a run without them is refused before it starts
     with pytest.raises(EmpoError, match=r"needs them every epoch: set diagnostics.start_states above 0 \(it is 0\)"):
         resolve_config("hopper-medium", "mopo", "smoke", overrides={"training": {"final_policy": "best_model_return"},

@@ -555,8 +555,9 @@ class Trainer:
         empo-eval read, after evaluating the last epoch's policy over the same episodes (once)."""
         if self.selected is None or self.selection_applied:
             return
-        self.last_policy_eval = self._evaluate_final_episodes()
-        self.agent.load_state_dict(self.selected["agent"])
+        if self.selected["epoch"] != self.epoch:  # else the last policy is the chosen one: one evaluation serves both
+            self.last_policy_eval = self._evaluate_final_episodes()
+            self.agent.load_state_dict(self.selected["agent"])
         self.selection_applied = True
         self.save_checkpoint()
 
@@ -585,3 +586,5 @@ class Trainer:
         """The finished policy over ``training.final_eval_episodes`` episodes (once; runs that evaluate)."""
         if self.final_eval is None:
             self.final_eval = self._evaluate_final_episodes()
+        if self.selection_applied and self.last_policy_eval is None:  # the rule chose the last epoch
+            self.last_policy_eval = self.final_eval
