@@ -25,6 +25,7 @@ import torch
 
 from empo.data.tasks import get_task
 from empo.evaluation.ope import FQE, GAMMA, load_policies, ope_metrics, true_values_cached
+from empo.evaluation.ope_run import fqe_drift
 from empo.pipeline import prepare_dataset
 from empo.utils import git_commit
 
@@ -37,19 +38,10 @@ VARIANTS = {
 
 
 def drift_over_true_range(curves: dict[str, dict[str, list[float]]], true: np.ndarray) -> dict[str, float]:
-    """Per policy |estimate at the end - estimate at 3/4 of the updates| over the true values' range
-    (not the estimates' spread, which one diverging fit inflates)."""
-    span = float(true.max() - true.min())
-    moved = []
-    for curve in curves.values():
-        updates, values = np.asarray(curve["updates"], float), np.asarray(curve["value"], float)
-        quarter = min(int(np.searchsorted(updates, 0.75 * updates[-1])), len(values) - 1)
-        moved.append(abs(values[-1] - values[quarter]) / span)
-    return {
-        "median": float(np.median(moved)),
-        "max": float(np.max(moved)),
-        "above_0.1": int(np.sum(np.asarray(moved) > 0.1)),
-    }
+    """empo-ope's drift of each policy's estimate over the last quarter of the updates, in units of the
+    true values' range (not the estimates' spread, which one diverging fit inflates)."""
+    moved = np.asarray(list(fqe_drift(curves, spread=float(true.max() - true.min()))["last_quarter_over_spread"].values()))
+    return {"median": float(np.median(moved)), "max": float(np.max(moved)), "above_0.1": int(np.sum(moved > 0.1))}
 
 
 def recorded_curves(folder: Path, names: list[str]) -> dict[str, dict[str, list[float]]]:

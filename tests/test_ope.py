@@ -99,6 +99,9 @@ def test_fqe_drift_reads_the_last_quarter_against_the_suites_spread():
     assert drift["spread"] == 80.0  # final estimates 100 and 20
     assert drift["last_quarter_over_spread"] == {"settled": 0.0, "moving": pytest.approx(10.0 / 80.0)}
     assert drift["max"] == pytest.approx(0.125)
+    # on a scale given (the true values' range), not the final estimates' spread
+    scaled = fqe_drift({"moving": {"updates": updates, "loss": [1.0] * 4, "value": [0.0, 5.0, 10.0, 20.0]}}, spread=50.0)
+    assert scaled["spread"] == 50.0 and scaled["last_quarter_over_spread"] == {"moving": pytest.approx(0.2)}
 
 
 def test_model_estimator_with_the_simulator_as_the_model_gives_the_true_values():

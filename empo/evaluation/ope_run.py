@@ -172,13 +172,15 @@ def run_ope(
     return result
 
 
-def fqe_drift(curves: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+def fqe_drift(curves: dict[str, dict[str, list[float]]], spread: float | None = None) -> dict[str, Any]:
     """How far FQE's estimates still moved over the last quarter of its updates, per policy, in units
-    of the spread of its final estimates over the suite (the scale the OPE metrics read them on):
+    of the spread of its final estimates over the suite (the scale the OPE metrics read them on), or
+    of ``spread`` where given (e.g. the true values' range, which one diverging fit cannot inflate):
     near 0, the fits had settled; 0.1 moves a policy a tenth of the suite's range."""
-    finals = np.array([curve["value"][-1] for curve in curves.values()])
-    spread = float(finals.max() - finals.min()) if len(finals) > 1 else 0.0
-    spread = spread if spread > 0 else max(1e-12, float(np.abs(finals).max()))
+    if spread is None:
+        finals = np.array([curve["value"][-1] for curve in curves.values()])
+        spread = float(finals.max() - finals.min()) if len(finals) > 1 else 0.0
+        spread = spread if spread > 0 else max(1e-12, float(np.abs(finals).max()))
     per_policy = {}
     for name, curve in curves.items():
         updates = np.asarray(curve["updates"], dtype=np.float64)

@@ -532,8 +532,7 @@ class Trainer:
     def _consider_for_final_policy(self, model_penalised_return: float) -> None:
         """training.final_policy best_model_return: keep the agent of the epoch just finished if its
         policy's penalised model return (the diagnostics') is the best from final_policy_from on."""
-        cfg = self.config.training
-        if cfg.final_policy != "best_model_return" or self.epoch <= int(cfg.final_policy_from * cfg.epochs):
+        if self.config.training.final_policy != "best_model_return" or self.epoch < self._final_policy_first_epoch():
             return
         if not math.isfinite(model_penalised_return):
             return
@@ -548,7 +547,11 @@ class Trainer:
             return {"rule": rule, "epoch": self.epoch, **({"note": "no epoch with a finite model return to choose from"}
                                                           if rule != "last" and self.epoch >= self.config.training.epochs else {})}
         return {"rule": rule, "epoch": self.selected["epoch"], "model_penalised_return": self.selected["model_penalised_return"],
-                "from_epoch": int(self.config.training.final_policy_from * self.config.training.epochs) + 1}
+                "from_epoch": self._final_policy_first_epoch()}
+
+    def _final_policy_first_epoch(self) -> int:
+        """The first epoch training.final_policy may choose: the one after final_policy_from x epochs."""
+        return int(self.config.training.final_policy_from * self.config.training.epochs) + 1
 
     def _apply_final_policy(self) -> None:
         """Load the chosen epoch's agent for the final evaluation and the checkpoint that export and
