@@ -99,6 +99,9 @@ def test_fqe_drift_reads_the_last_quarter_against_the_suites_spread():
     assert drift["spread"] == 80.0  # final estimates 100 and 20
     assert drift["last_quarter_over_spread"] == {"settled": 0.0, "moving": pytest.approx(10.0 / 80.0)}
     assert drift["max"] == pytest.approx(0.125)
+    # against each estimate's own final value: the slow climber moved half of itself
+    assert drift["last_quarter_relative"] == {"settled": 0.0, "moving": pytest.approx(0.5)}
+    assert drift["max_relative"] == pytest.approx(0.5)
     # on a scale given (the true values' range), not the final estimates' spread
     scaled = fqe_drift({"moving": {"updates": updates, "loss": [1.0] * 4, "value": [0.0, 5.0, 10.0, 20.0]}}, spread=50.0)
     assert scaled["spread"] == 50.0 and scaled["last_quarter_over_spread"] == {"moving": pytest.approx(0.2)}
@@ -194,13 +197,14 @@ def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
     assert rows[0].endswith("etm_rollout_steps,etm-sample_rollout_steps,ftm_rollout_steps,ftm-sample_rollout_steps")
     assert all(1 <= float(v) <= 20 for row in rows[1:] for v in row.split(",")[-4:])
     report = (out / "report.md").read_text()
-    assert "Mean model rollout length per policy" in report and "FQE's fits" in report
+    assert "Mean model rollout length per policy" in report and "FQE's fits" in report and "| relative move |" in report
     # FQE's curve: 200 updates, so one point per policy, at the end, its value the reported estimate
     curve_rows = (out / "fqe_curve.csv").read_text().splitlines()
     assert curve_rows[0] == "policy,updates,loss,value" and len(curve_rows) == 4
     fqe_column = rows[0].split(",").index("fqe")
     assert [float(r.split(",")[-1]) for r in curve_rows[1:]] == pytest.approx([float(r.split(",")[fqe_column]) for r in rows[1:]])
-    assert (out / "fqe_curve.png").is_file() and set(metrics["estimators"]["fqe"]["drift"]) == {"last_quarter_over_spread", "max", "spread"}
+    assert (out / "fqe_curve.png").is_file() and set(metrics["estimators"]["fqe"]["drift"]) == {
+        "last_quarter_over_spread", "max", "spread", "last_quarter_relative", "max_relative"}
     assert "spearman" in capsys.readouterr().out
     assert metrics["config"]["fqe_layer_norm"] is True and "(no LayerNorm)" not in report
     # FQE without LayerNorm, as empo-ope ran it before 2026-12-07, on request
