@@ -99,9 +99,13 @@ def test_fqe_drift_reads_the_last_quarter_against_the_suites_spread():
     assert drift["spread"] == 80.0  # final estimates 100 and 20
     assert drift["last_quarter_over_spread"] == {"settled": 0.0, "moving": pytest.approx(10.0 / 80.0)}
     assert drift["max"] == pytest.approx(0.125)
-    # against each estimate's own final value: the slow climber moved half of itself
-    assert drift["last_quarter_relative"] == {"settled": 0.0, "moving": pytest.approx(0.5)}
-    assert drift["max_relative"] == pytest.approx(0.5)
+    # against each estimate's own final value, at least a quarter of the largest (100): the climber
+    # moved 10 against max(20, 25)
+    assert drift["last_quarter_relative"] == {"settled": 0.0, "moving": pytest.approx(0.4)}
+    assert drift["max_relative"] == pytest.approx(0.4)
+    small = fqe_drift({"best": {"updates": updates, "loss": [1.0] * 4, "value": [0.0, 90.0, 100.0, 100.0]},
+                       "near_zero": {"updates": updates, "loss": [1.0] * 4, "value": [0.0, 1.0, 1.0, 2.0]}})
+    assert small["last_quarter_relative"]["near_zero"] == pytest.approx(1.0 / 25.0)
     # on a scale given (the true values' range), not the final estimates' spread
     scaled = fqe_drift({"moving": {"updates": updates, "loss": [1.0] * 4, "value": [0.0, 5.0, 10.0, 20.0]}}, spread=50.0)
     assert scaled["spread"] == 50.0 and scaled["last_quarter_over_spread"] == {"moving": pytest.approx(0.2)}

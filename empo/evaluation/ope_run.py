@@ -182,20 +182,23 @@ def fqe_drift(curves: dict[str, dict[str, list[float]]], spread: float | None = 
     of the spread of its final estimates over the suite (the scale the OPE metrics read them on), or
     of ``spread`` where given (e.g. the true values' range, which one diverging fit cannot inflate):
     near 0, the fits had settled; 0.1 moves a policy a tenth of the suite's range.
-    ``last_quarter_relative``: the same move over the policy's own final estimate, which shows a slow
-    steady climb (every estimate still rising by a tenth of itself) that reads small on the spread."""
+    ``last_quarter_relative``: the same move over the policy's own final estimate (at least a quarter
+    of the suite's largest, so that a policy worth about nothing does not read as climbing), which
+    shows a slow steady climb (every estimate still rising by a tenth of itself) that reads small on
+    the spread."""
     if spread is None:
         finals = np.array([curve["value"][-1] for curve in curves.values()])
         spread = float(finals.max() - finals.min()) if len(finals) > 1 else 0.0
         spread = spread if spread > 0 else max(1e-12, float(np.abs(finals).max()))
     per_policy, relative = {}, {}
+    floor = max(1e-12, 0.25 * max(abs(float(curve["value"][-1])) for curve in curves.values()))
     for name, curve in curves.items():
         updates = np.asarray(curve["updates"], dtype=np.float64)
         values = np.asarray(curve["value"], dtype=np.float64)
         quarter = int(np.searchsorted(updates, 0.75 * updates[-1]))  # first point at or after 3/4 of the updates
         moved = float(abs(values[-1] - values[min(quarter, len(values) - 1)]))
         per_policy[name] = moved / spread
-        relative[name] = moved / max(abs(float(values[-1])), 1e-12)
+        relative[name] = moved / max(abs(float(values[-1])), floor)
     return {"last_quarter_over_spread": per_policy, "max": max(per_policy.values()), "spread": spread,
             "last_quarter_relative": relative, "max_relative": max(relative.values())}
 
