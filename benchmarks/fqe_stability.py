@@ -9,7 +9,10 @@ Variants: ``plain`` (Q without normalisation, empo-ope's FQE before 2026-12-07),
 ``layernorm-lr1e-4`` (Adam's learning rate 1e-4 instead of 3e-4), ``layernorm-tau0.02`` and
 ``layernorm-tau0.05`` (the target network follows Q at 0.02 or 0.05 an update instead of 0.005:
 with gamma 0.995 a value needs about a thousand backups, and a target that moves faster makes them
-in fewer updates). ``--policies`` fits a subset of the suite, for a quick look at a setting.
+in fewer updates), ``layernorm-tau0.05-horizon`` (and the values fitted in units of
+max|r| / (1 - gamma), so that they lie in about [-1, 1] and the Huber loss acts as a squared error)
+and ``layernorm-tau0.05-lr1e-3``. ``--policies`` fits a subset of the suite, for a quick look at a
+setting.
 Writes a markdown table (``--out``, default benchmarks/results/fqe-stability-<task>-cpu.md) and the
 curves next to it as JSON. True values come from the suite's cache (the same as empo-ope's).
 """
@@ -39,6 +42,8 @@ VARIANTS = {
     "layernorm-lr1e-4": {"layer_norm": True, "lr": 1e-4},
     "layernorm-tau0.02": {"layer_norm": True, "tau": 0.02},
     "layernorm-tau0.05": {"layer_norm": True, "tau": 0.05},
+    "layernorm-tau0.05-horizon": {"layer_norm": True, "tau": 0.05, "horizon_units": True},
+    "layernorm-tau0.05-lr1e-3": {"layer_norm": True, "tau": 0.05, "lr": 1e-3},
 }
 
 

@@ -90,6 +90,20 @@ def test_fqe_with_layer_norm_finds_the_closed_form_value():  # the default since
     assert fqe.estimate([constant_policy(0.0)])[0] == pytest.approx(10.0, rel=0.05)
 
 
+def test_fqe_in_horizon_units_fits_values_near_one_and_scales_them_back():
+    # r = 1 forever, gamma 0.9: the value 10 is fitted as 1 (max|r| / (1 - gamma) = 10 per unit)
+    data = mdp_data(2000, reward_from_action=False, terminal=False)
+    fqe = FQE(data, HOPPER, steps=3000, batch_size=128, hidden=(64, 64), lr=1e-3, tau=0.05, gamma=0.9, seed=0,
+              horizon_units=True)
+    assert fqe.reward_scale == pytest.approx(10.0)
+    policy = constant_policy(0.0)
+    q, _ = fqe.fit(policy)
+    with torch.no_grad():
+        raw = q(torch.cat([fqe.starts, policy.act(fqe.starts)], -1)).mean().item()
+    assert raw == pytest.approx(1.0, rel=0.05)
+    assert fqe.curves == {} and fqe.estimate([policy])[0] == pytest.approx(10.0, rel=0.05)
+
+
 def test_fqe_drift_reads_the_last_quarter_against_the_suites_spread():
     from empo.evaluation.ope_run import fqe_drift
 

@@ -410,6 +410,7 @@ class FQE:
         device: str | torch.device = "cpu",
         progress: bool = False,
         layer_norm: bool = True,
+        horizon_units: bool = False,
     ) -> None:
         if steps < 1:
             raise EmpoError(f"--fqe-steps must be at least 1, got {steps}")
@@ -418,8 +419,10 @@ class FQE:
         self.device = torch.device(device)
         self.data = dataset.qlearning().to_tensors(self.device)
         self.starts = torch.as_tensor(initial_states(dataset, starts, seed), device=self.device)
-        # rewards are scaled into about [-1, 1] for the fit and the value scaled back
-        self.reward_scale = float(max(1e-6, self.data["rewards"].abs().max()))
+        # rewards are scaled into about [-1, 1] for the fit and the value scaled back; in horizon
+        # units also by (1 - gamma), so that the values themselves lie in about [-1, 1]
+        self.horizon_units = horizon_units
+        self.reward_scale = float(max(1e-6, self.data["rewards"].abs().max())) / ((1 - gamma) if horizon_units else 1.0)
         self.progress = progress
         self.curves: dict[str, dict[str, list[float]]] = {}
 
