@@ -232,6 +232,20 @@ def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
                  "--no-progress", "--device", "cpu"]) == 0
     assert json.loads((plain / "metrics.json").read_text())["config"]["fqe_layer_norm"] is False
     assert "FQE 50 updates (no LayerNorm)" in (plain / "report.md").read_text()
+    # the faster target and step, carried into the config, the fit and the report
+    from empo.evaluation import ope
+
+    built = []
+    monkeypatch.setattr(ope.FQE, "fit", lambda self, policy, fit=ope.FQE.fit: built.append((self.tau, self.lr)) or fit(self, policy))
+    fast = tmp_path / "fast"
+    assert main(["--task", "hopper-medium", "--policies", "random", str(POLICIES / "hopper-medium.pt"), "--preset", "smoke",
+                 "--estimators", "fqe", "--episodes", "2", "--fqe-steps", "50", "--fqe-tau", "0.05", "--fqe-lr", "1e-3",
+                 "--out", str(fast), "--no-progress", "--device", "cpu"]) == 0
+    fast_config = json.loads((fast / "metrics.json").read_text())["config"]
+    assert (fast_config["fqe_tau"], fast_config["fqe_lr"]) == (0.05, 1e-3) and built == [(0.05, 1e-3)] * 2
+    assert "FQE 50 updates (tau 0.05, lr 0.001)" in (fast / "report.md").read_text()
+    assert main(["--task", "hopper-medium", "--policies", "random", "random", "--fqe-tau", "0"]) == 2
+    assert main(["--task", "hopper-medium", "--policies", "random", "random", "--fqe-lr", "2"]) == 2
     assert main(["--task", "hopper-medium", "--policies", "random", "--out", str(tmp_path / "x")]) == 2  # one policy
     assert main(["--task", "hopper-medium", "--policies", "random", "random", "--horizon", "0"]) == 2
 

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fqe-steps", type=int_range(1, 10**8), default=20_000, help="FQE updates per policy (default 20,000)")
     parser.add_argument("--fqe-no-layer-norm", action="store_true",
                         help="FQE's Q networks without LayerNorm (before 2026-12-07 the default; those fits diverged on walker2d-medium)")
+    parser.add_argument("--fqe-tau", type=float, default=0.005,
+                        help="FQE's target network step toward Q each update (default 0.005; 0.05 with --fqe-lr 1e-3 settles "
+                             "in 10-15k updates on walker2d-medium: docs/evaluation.md)")
+    parser.add_argument("--fqe-lr", type=float, default=3e-4, help="FQE's Adam learning rate (default 3e-4)")
     add_seed_argument(parser, help="seed of the episodes, start states, FQE and the models")
     add_device_argument(parser)
     add_threads_argument(parser)
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     config = OPEConfig(
         task=args.task, policies=[str(p) for p in args.policies], estimators=list(args.estimators), preset=args.preset,
         model_dirs=model_dirs, sample=args.sample, episodes=args.episodes, starts=args.starts, horizon=args.horizon,
-        fqe_steps=args.fqe_steps, fqe_layer_norm=not args.fqe_no_layer_norm, seed=args.seed,
+        fqe_steps=args.fqe_steps, fqe_layer_norm=not args.fqe_no_layer_norm, fqe_tau=args.fqe_tau, fqe_lr=args.fqe_lr,
+        seed=args.seed,
     )
     out = output_folder(args.out or Path("runs") / f"ope-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}", "--out")
     threads = start_threads(args.threads)

@@ -48,6 +48,9 @@ class OPEConfig:
     horizon: int = 1000
     fqe_steps: int = 20_000
     fqe_layer_norm: bool = True
+    # FQE's target network rate and Adam's step (docs/evaluation.md, "Faster targets, and where FQE settles")
+    fqe_tau: float = 0.005
+    fqe_lr: float = 3e-4
     seed: int = 0
     gamma: float = GAMMA
 
@@ -65,6 +68,10 @@ class OPEConfig:
         for name in ("episodes", "starts", "horizon", "fqe_steps"):
             if getattr(self, name) < 1:
                 raise EmpoError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.fqe_tau <= 1:
+            raise EmpoError(f"--fqe-tau must be in (0, 1] (the target network's step toward Q), got {self.fqe_tau}")
+        if not 0 < self.fqe_lr < 1:
+            raise EmpoError(f"--fqe-lr must be in (0, 1), got {self.fqe_lr}")
         if not 0 < self.gamma <= 1:
             raise EmpoError(f"gamma must be in (0, 1], got {self.gamma}")
         if not self.policies:
@@ -130,7 +137,7 @@ def run_ope(
     for kind in config.estimators:
         if kind == "fqe":
             estimators = [FQE(dataset, task, steps=config.fqe_steps, gamma=config.gamma, seed=config.seed, device=device, progress=progress,
-                              layer_norm=config.fqe_layer_norm)]
+                              layer_norm=config.fqe_layer_norm, tau=config.fqe_tau, lr=config.fqe_lr)]
         else:
             if kind in config.model_dirs:
                 model = load_dynamics(config.model_dirs[kind], task, device=device)
@@ -233,7 +240,8 @@ def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.de
         "",
         f"- date {meta['date']}, commit {meta['git_commit']}, device {device}",
         f"- {len(result.names)} policies; true value: mean discounted return (gamma {config.gamma}) of {config.episodes} real "
-        f"episodes; model rollouts from {config.starts} dataset initial states, horizon {config.horizon}; FQE {config.fqe_steps} updates{'' if config.fqe_layer_norm else ' (no LayerNorm)'}",
+        f"episodes; model rollouts from {config.starts} dataset initial states, horizon {config.horizon}; FQE {config.fqe_steps} updates{'' if config.fqe_layer_norm else ' (no LayerNorm)'}"
+        f"{'' if (config.fqe_tau, config.fqe_lr) == (0.005, 3e-4) else f' (tau {config.fqe_tau:g}, lr {config.fqe_lr:g})'}",
         "",
         "| estimator | abs error | Spearman | Pearson (the authors' \"rank correlation\") | regret@1 | s/policy |",
         "|---|---|---|---|---|---|",
