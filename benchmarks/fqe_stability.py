@@ -31,7 +31,7 @@ import torch
 
 from empo.data.tasks import get_task
 from empo.evaluation.ope import FQE, GAMMA, load_policies, ope_metrics, true_values_cached
-from empo.evaluation.ope_run import fqe_drift
+from empo.evaluation.ope_run import fqe_drift, last_quarter_move
 from empo.pipeline import prepare_dataset
 from empo.utils import git_commit
 
@@ -62,11 +62,9 @@ def settling(curves: dict[str, dict[str, list[float]]], true: np.ndarray, names:
     keep = [i for i, name in enumerate(names) if true[i] >= 0.25 * true.max()]
     relative, ratio = [], []
     for i in keep:
-        values = np.asarray(curves[names[i]]["value"], dtype=np.float64)
-        updates = np.asarray(curves[names[i]]["updates"], dtype=np.float64)
-        quarter = min(int(np.searchsorted(updates, 0.75 * updates[-1])), len(values) - 1)
-        relative.append(abs(values[-1] - values[quarter]) / max(abs(values[-1]), 1e-9))
-        ratio.append(values[-1] / true[i])
+        final = curves[names[i]]["value"][-1]
+        relative.append(last_quarter_move(curves[names[i]]) / max(abs(final), 1e-9))
+        ratio.append(final / true[i])
     return {"relative_move": float(np.median(relative)), "over_true": float(np.median(ratio))}
 
 

@@ -184,6 +184,14 @@ def run_ope(
 FQE_SETTLED = 0.05
 
 
+def last_quarter_move(curve: dict[str, list[float]]) -> float:
+    """How far one FQE curve's estimate moved over the last quarter of its updates (absolute)."""
+    updates = np.asarray(curve["updates"], dtype=np.float64)
+    values = np.asarray(curve["value"], dtype=np.float64)
+    quarter = int(np.searchsorted(updates, 0.75 * updates[-1]))  # first point at or after 3/4 of the updates
+    return float(abs(values[-1] - values[min(quarter, len(values) - 1)]))
+
+
 def fqe_drift(curves: dict[str, dict[str, list[float]]], spread: float | None = None) -> dict[str, Any]:
     """How far FQE's estimates still moved over the last quarter of its updates, per policy, in units
     of the spread of its final estimates over the suite (the scale the OPE metrics read them on), or
@@ -200,12 +208,9 @@ def fqe_drift(curves: dict[str, dict[str, list[float]]], spread: float | None = 
     per_policy, relative = {}, {}
     floor = max(1e-12, 0.25 * max(abs(float(curve["value"][-1])) for curve in curves.values()))
     for name, curve in curves.items():
-        updates = np.asarray(curve["updates"], dtype=np.float64)
-        values = np.asarray(curve["value"], dtype=np.float64)
-        quarter = int(np.searchsorted(updates, 0.75 * updates[-1]))  # first point at or after 3/4 of the updates
-        moved = float(abs(values[-1] - values[min(quarter, len(values) - 1)]))
+        moved = last_quarter_move(curve)
         per_policy[name] = moved / spread
-        relative[name] = moved / max(abs(float(values[-1])), floor)
+        relative[name] = moved / max(abs(float(curve["value"][-1])), floor)
     return {"last_quarter_over_spread": per_policy, "max": max(per_policy.values()), "spread": spread,
             "last_quarter_relative": relative, "max_relative": max(relative.values())}
 
@@ -241,7 +246,7 @@ def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.de
         f"- date {meta['date']}, commit {meta['git_commit']}, device {device}",
         f"- {len(result.names)} policies; true value: mean discounted return (gamma {config.gamma}) of {config.episodes} real "
         f"episodes; model rollouts from {config.starts} dataset initial states, horizon {config.horizon}; FQE {config.fqe_steps} updates{'' if config.fqe_layer_norm else ' (no LayerNorm)'}"
-        f"{'' if (config.fqe_tau, config.fqe_lr) == (0.005, 3e-4) else f' (tau {config.fqe_tau:g}, lr {config.fqe_lr:g})'}",
+        f"{'' if (config.fqe_tau, config.fqe_lr) == (OPEConfig.fqe_tau, OPEConfig.fqe_lr) else f' (tau {config.fqe_tau:g}, lr {config.fqe_lr:g})'}",
         "",
         "| estimator | abs error | Spearman | Pearson (the authors' \"rank correlation\") | regret@1 | s/policy |",
         "|---|---|---|---|---|---|",
