@@ -78,7 +78,7 @@ def main() -> None:
         f"(commit {git_commit()}, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
         "1 torch thread). Process CPU time per update, the two kinds measured one after the other in one process; "
         f"the ETM's budget equal to the 16-pass FTM's ({FTM_UPDATES:,} updates) in CPU time is "
-        "62,400 x FTM / ETM updates.",
+        f"{FTM_UPDATES:,} x FTM / ETM updates.",
         "",
         "| task | repeat | FTM ms CPU (wall) | ETM ms CPU (wall) | ETM / FTM | FTM's 16 passes, CPU min | ETM updates at equal CPU | twice |",
         "|---|---|---|---|---|---|---|---|",

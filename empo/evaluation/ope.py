@@ -421,7 +421,6 @@ class FQE:
         self.starts = torch.as_tensor(initial_states(dataset, starts, seed), device=self.device)
         # rewards are scaled into about [-1, 1] for the fit and the value scaled back; in horizon
         # units also by (1 - gamma), so that the values themselves lie in about [-1, 1]
-        self.horizon_units = horizon_units
         self.reward_scale = float(max(1e-6, self.data["rewards"].abs().max())) / ((1 - gamma) if horizon_units else 1.0)
         self.progress = progress
         self.curves: dict[str, dict[str, list[float]]] = {}
