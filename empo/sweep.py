@@ -39,6 +39,8 @@ SPEC_YAML = "sweep.yaml"
 # written into a run's folder by the worker that starts it: how the main process of a pool or Ray
 # sweep learns that a queued run is running
 STARTED = ".sweep-started"
+#: what an interrupted run's log.txt ends with (run_one)
+INTERRUPTED_LINE = "interrupted by Ctrl-C or a signal: the run resumes from its last checkpoint when the sweep runs again"
 
 
 @dataclass
@@ -235,11 +237,14 @@ def run_one(run: RunSpec, sweep_dir: str, threads: int, device: str) -> dict[str
             status = "skipped (finished before)" if how == "finished before" else "finished"
         return {"status": status, "summary": summary, "seconds": time.perf_counter() - started}
     except BaseException as exc:  # a failing run is recorded; the sweep goes on (KeyboardInterrupt included)
-        if log_file is not None:
-            log_file.write(traceback.format_exc())
         seconds = time.perf_counter() - started
         if isinstance(exc, KeyboardInterrupt):
+            # a stop is not a failure: one line, not a traceback that reads like a crash to whoever tails the log
+            if log_file is not None:
+                log_file.write(f"{INTERRUPTED_LINE} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n")
             return {"status": "interrupted", "error": "stopped by Ctrl-C or a signal; resumes from its last checkpoint", "seconds": seconds}
+        if log_file is not None:
+            log_file.write(traceback.format_exc())
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return {"status": "failed", "error": f"{type(exc).__name__}: {message}", "seconds": seconds}
     finally:
