@@ -125,6 +125,28 @@ def test_fqe_drift_reads_the_last_quarter_against_the_suites_spread():
     assert scaled["spread"] == 50.0 and scaled["last_quarter_over_spread"] == {"moving": pytest.approx(0.2)}
 
 
+def test_fqe_verdict_tells_a_steady_climb_from_a_swing():
+    """A fit still climbing wants more updates; one that rises and falls, or collapses (hopper's suite at
+    tau 0.05 and lr 1e-3: 538, 563, 597, 610, 600, 608, 568, 287, 13), may not settle with more: the
+    report must say which."""
+    from empo.evaluation.ope_run import fqe_drift, fqe_verdict, last_half_swing
+
+    updates = list(range(1000, 9000, 1000))
+    climb = {"updates": updates, "loss": [1.0] * 8, "value": [10.0, 50.0, 80.0, 100.0, 110.0, 120.0, 130.0, 140.0]}
+    swing = {"updates": updates, "loss": [1.0] * 8, "value": [10.0, 50.0, 80.0, 100.0, 140.0, 60.0, 150.0, 110.0]}
+    flat = {"updates": updates, "loss": [1.0] * 8, "value": [10.0, 50.0, 80.0, 100.0, 100.0, 100.0, 100.0, 100.0]}
+    collapse = {"updates": updates, "loss": [1.0] * 8, "value": [10.0, 50.0, 80.0, 100.0, 100.0, 95.0, 60.0, 10.0]}
+    assert last_half_swing(climb) == pytest.approx((40.0, 40.0))  # from 100 (at 4,000 of 8,000 updates) to 140
+    assert last_half_swing(swing) == pytest.approx((40.0 + 80.0 + 90.0 + 40.0, 10.0))
+    drift = fqe_drift({"climb": climb, "swing": swing, "flat": flat, "collapse": collapse})
+    assert drift["falling_or_swinging"] == ["swing", "collapse"]  # the collapse moves one way: it fell
+    assert fqe_verdict(drift).startswith(" (1 still climbing steadily: more --fqe-steps; 2 falling or swinging (swing, collapse)")
+    steady = fqe_drift({"climb": climb, "flat": flat})
+    assert steady["falling_or_swinging"] == [] and fqe_verdict(steady) == " (1 still climbing steadily: more --fqe-steps)"
+    assert fqe_verdict(fqe_drift({"swing": swing})).startswith(" (1 falling or swinging (swing): not a fit cut short")
+    assert fqe_verdict(fqe_drift({"flat": flat})) == ""
+
+
 def test_model_estimator_with_the_simulator_as_the_model_gives_the_true_values():
     from empo.envs.simulator import SimulatorDynamics
 
@@ -222,7 +244,7 @@ def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
     fqe_column = rows[0].split(",").index("fqe")
     assert [float(r.split(",")[-1]) for r in curve_rows[1:]] == pytest.approx([float(r.split(",")[fqe_column]) for r in rows[1:]])
     assert (out / "fqe_curve.png").is_file() and set(metrics["estimators"]["fqe"]["drift"]) == {
-        "last_quarter_over_spread", "max", "spread", "last_quarter_relative", "max_relative"}
+        "last_quarter_over_spread", "max", "spread", "last_quarter_relative", "max_relative", "falling_or_swinging"}
     assert "spearman" in capsys.readouterr().out
     assert metrics["config"]["fqe_layer_norm"] is True and "(no LayerNorm)" not in report
     # FQE without LayerNorm, as empo-ope ran it before 2026-12-07, on request

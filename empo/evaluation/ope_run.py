@@ -180,8 +180,12 @@ def run_ope(
 
 
 # an FQE estimate that moved by more than this share of itself over the last quarter of its updates
-# is still climbing (docs/evaluation.md, "Has FQE converged?")
+# is still moving (docs/evaluation.md, "Has FQE converged?")
 FQE_SETTLED = 0.05
+# a moving estimate whose path over the last half of its updates is more than this many times its net
+# change there swings rather than climbs. FQE's estimates start near 0 and climb toward the policy's
+# value: one that falls or swings is not a fit cut short, and more updates may not settle it
+FQE_SWING = 2.0
 
 
 def last_quarter_move(curve: dict[str, list[float]]) -> float:
@@ -192,6 +196,15 @@ def last_quarter_move(curve: dict[str, list[float]]) -> float:
     return float(abs(values[-1] - values[min(quarter, len(values) - 1)]))
 
 
+def last_half_swing(curve: dict[str, list[float]]) -> tuple[float, float]:
+    """(path, net) of one FQE curve's estimate over the last half of its updates: the sum of its moves
+    between logged points and the move from the first of them to the end. A climb has path = net."""
+    updates = np.asarray(curve["updates"], dtype=np.float64)
+    values = np.asarray(curve["value"], dtype=np.float64)
+    half = values[min(int(np.searchsorted(updates, 0.5 * updates[-1])), len(values) - 1):]
+    return float(np.abs(np.diff(half)).sum()), float(abs(half[-1] - half[0]))
+
+
 def fqe_drift(curves: dict[str, dict[str, list[float]]], spread: float | None = None) -> dict[str, Any]:
     """How far FQE's estimates still moved over the last quarter of its updates, per policy, in units
     of the spread of its final estimates over the suite (the scale the OPE metrics read them on), or
@@ -200,19 +213,44 @@ def fqe_drift(curves: dict[str, dict[str, list[float]]], spread: float | None = 
     ``last_quarter_relative``: the same move over the policy's own final estimate (at least a quarter
     of the suite's largest, so that a policy worth about nothing does not read as climbing), which
     shows a slow steady climb (every estimate still rising by a tenth of itself) that reads small on
-    the spread."""
+    the spread. ``falling_or_swinging``: the policies still moving (relative move above
+    ``FQE_SETTLED``) that fell over the last quarter (an overshoot coming back, or a collapse), or whose
+    path over the last half is more than ``FQE_SWING`` times their net change there (they rise and
+    fall): unlike a climb, more updates may not settle them."""
     if spread is None:
         finals = np.array([curve["value"][-1] for curve in curves.values()])
         spread = float(finals.max() - finals.min()) if len(finals) > 1 else 0.0
         spread = spread if spread > 0 else max(1e-12, float(np.abs(finals).max()))
-    per_policy, relative = {}, {}
+    per_policy, relative, not_climbing = {}, {}, []
     floor = max(1e-12, 0.25 * max(abs(float(curve["value"][-1])) for curve in curves.values()))
     for name, curve in curves.items():
         moved = last_quarter_move(curve)
         per_policy[name] = moved / spread
         relative[name] = moved / max(abs(float(curve["value"][-1])), floor)
+        path, net = last_half_swing(curve)
+        values, quarter = curve["value"], int(np.searchsorted(curve["updates"], 0.75 * curve["updates"][-1]))
+        fell = values[-1] < values[min(quarter, len(values) - 1)]
+        if relative[name] > FQE_SETTLED and (fell or path > FQE_SWING * net):
+            not_climbing.append(name)
     return {"last_quarter_over_spread": per_policy, "max": max(per_policy.values()), "spread": spread,
-            "last_quarter_relative": relative, "max_relative": max(relative.values())}
+            "last_quarter_relative": relative, "max_relative": max(relative.values()),
+            "falling_or_swinging": not_climbing}
+
+
+def fqe_verdict(drift: dict[str, Any]) -> str:
+    """What the report says of FQE's fits: settled, still climbing (more updates will help) or falling
+    and swinging (they may not)."""
+    moving = sum(value > FQE_SETTLED for value in drift["last_quarter_relative"].values())
+    not_climbing = drift.get("falling_or_swinging", [])
+    if not moving:
+        return ""
+    parts = []
+    if moving > len(not_climbing):
+        parts.append(f"{moving - len(not_climbing)} still climbing steadily: more --fqe-steps")
+    if not_climbing:
+        parts.append(f"{len(not_climbing)} falling or swinging ({', '.join(not_climbing)}): not a fit cut short, so more "
+                     "--fqe-steps may not settle them; see fqe_curve.png")
+    return " (" + "; ".join(parts) + ")"
 
 
 def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.device, timings: dict[str, float]) -> None:
@@ -276,7 +314,7 @@ def _write(result: OPEResult, config: OPEConfig, out_dir: Path, device: torch.de
         lines += ["", f"FQE's fits (fqe_curve.csv, fqe_curve.png): over the last quarter of their {config.fqe_steps} updates the "
                   f"estimates moved by at most {drift['max']:.3f} of the spread of the final estimates ({drift['spread']:.1f}) "
                   f"and by at most {drift['max_relative']:.3f} of their own final value"
-                  + (" (still climbing: more --fqe-steps)" if drift["max_relative"] > FQE_SETTLED else "") + "; per policy:",
+                  + fqe_verdict(drift) + "; per policy:",
                   "", "| policy | drift | relative move | final loss | value at 1/2, 3/4, end |", "|---|---|---|---|---|"]
         for name, curve in result.fqe_curves.items():
             values = curve["value"]
