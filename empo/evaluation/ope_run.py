@@ -188,12 +188,17 @@ FQE_SETTLED = 0.05
 FQE_SWING = 2.0
 
 
-def last_quarter_move(curve: dict[str, list[float]]) -> float:
-    """How far one FQE curve's estimate moved over the last quarter of its updates (absolute)."""
+def last_quarter_change(curve: dict[str, list[float]]) -> float:
+    """How one FQE curve's estimate changed over the last quarter of its updates (signed: negative, it fell)."""
     updates = np.asarray(curve["updates"], dtype=np.float64)
     values = np.asarray(curve["value"], dtype=np.float64)
     quarter = int(np.searchsorted(updates, 0.75 * updates[-1]))  # first point at or after 3/4 of the updates
-    return float(abs(values[-1] - values[min(quarter, len(values) - 1)]))
+    return float(values[-1] - values[min(quarter, len(values) - 1)])
+
+
+def last_quarter_move(curve: dict[str, list[float]]) -> float:
+    """How far one FQE curve's estimate moved over the last quarter of its updates (absolute)."""
+    return abs(last_quarter_change(curve))
 
 
 def last_half_swing(curve: dict[str, list[float]]) -> tuple[float, float]:
@@ -224,13 +229,11 @@ def fqe_drift(curves: dict[str, dict[str, list[float]]], spread: float | None = 
     per_policy, relative, not_climbing = {}, {}, []
     floor = max(1e-12, 0.25 * max(abs(float(curve["value"][-1])) for curve in curves.values()))
     for name, curve in curves.items():
-        moved = last_quarter_move(curve)
-        per_policy[name] = moved / spread
-        relative[name] = moved / max(abs(float(curve["value"][-1])), floor)
+        change = last_quarter_change(curve)
+        per_policy[name] = abs(change) / spread
+        relative[name] = abs(change) / max(abs(float(curve["value"][-1])), floor)
         path, net = last_half_swing(curve)
-        values, quarter = curve["value"], int(np.searchsorted(curve["updates"], 0.75 * curve["updates"][-1]))
-        fell = values[-1] < values[min(quarter, len(values) - 1)]
-        if relative[name] > FQE_SETTLED and (fell or path > FQE_SWING * net):
+        if relative[name] > FQE_SETTLED and (change < 0 or path > FQE_SWING * net):
             not_climbing.append(name)
     return {"last_quarter_over_spread": per_policy, "max": max(per_policy.values()), "spread": spread,
             "last_quarter_relative": relative, "max_relative": max(relative.values()),
