@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FQE's Q networks without LayerNorm (before 2026-12-07 the default; those fits diverged on walker2d-medium)")
     parser.add_argument("--fqe-tau", type=float, default=0.005,
                         help="FQE's target network step toward Q each update (default 0.005; 0.05 with --fqe-lr 1e-3 settles "
-                             "in 10-15k updates on walker2d-medium: docs/evaluation.md)")
+                             "in 10-15k updates on walker2d-medium but ranks hopper's and halfcheetah's suites worse: "
+                             "docs/evaluation.md)")
     parser.add_argument("--fqe-lr", type=float, default=3e-4, help="FQE's Adam learning rate (default 3e-4)")
     add_seed_argument(parser, help="seed of the episodes, start states, FQE and the models")
     add_device_argument(parser)
