@@ -25,16 +25,16 @@ def test_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert main(["--task", "hopper-medium", "--stop-after", "0"]) == 2
 
 
-def test_without_a_preset_a_cpu_gets_the_quick_one_and_says_so(capsys):
+def test_without_a_preset_a_cpu_gets_the_learn_one_and_says_so(capsys):
     import torch
 
     from empo.pipeline import default_preset
 
-    assert default_preset(torch.device("cpu")) == "quick"
-    assert "preset: quick" in capsys.readouterr().out
+    assert default_preset(torch.device("cpu")) == "learn"
+    assert "preset: learn" in capsys.readouterr().out
     assert default_preset(torch.device("cuda")) == "paper"
     assert "preset: paper" in capsys.readouterr().out
     # the CLI resolves it before anything slow: a bad override still fails fast, after the line
     assert main(["--task", "hopper-medium", "--device", "cpu", "--set", "training.epohcs=2"]) == 2
     captured = capsys.readouterr()
-    assert "preset: quick" in captured.out and "epohcs" in captured.err
+    assert "preset: learn" in captured.out and "epohcs" in captured.err

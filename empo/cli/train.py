@@ -48,7 +48,7 @@ presets (cost of the agent phase; the model preset follows the same name):
          cap), 200 epochs x 1000 updates, 10k-state rollouts, the penalty in data units,
          behaviour cloning on the real rows (sac.bc_weight 0.4; not published).
   smoke  seconds: 4 tiny epochs, to check that everything runs. Learns nothing.
-  Without --preset: paper on a CUDA device, quick on a CPU (the first line says which).
+  Without --preset: paper on a CUDA device, learn on a CPU (the first line says which).
 
 run directory (default runs/<task>-<algo>-<preset>-s<seed>-<timestamp>):
   config.yaml (resolved config), run.json (inputs), progress.csv, tb/ (TensorBoard),
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--preset",
         choices=PRESETS,
-        help="cost preset (see below); default: paper on a CUDA device, quick on a CPU",
+        help="cost preset (see below); default: paper on a CUDA device, learn on a CPU",
     )
     add_seed_argument(parser, help="seed of the model, the agent and evaluation")
     add_device_argument(parser)
