@@ -84,6 +84,7 @@ RECIPES: dict[str, HeadRecipe] = {
     "etm-heads-12k": HeadRecipe("etm-heads trained for 12,000 updates", updates=12000),
     "etm-heads-24k": HeadRecipe("etm-heads trained for 24,000 updates", updates=24000),
     "etm-heads-48k": HeadRecipe("etm-heads trained for 48,000 updates", updates=48000),
+    "etm-heads-4x200-24k": HeadRecipe("etm-heads with the FTM's depth and width (4 x 200 ReLU), 24,000 updates", layers=4, hidden=200, updates=24000),
 }
 
 
