@@ -67,3 +67,20 @@ def test_errors_are_one_line(tmp_path, capsys):
     _one_line_error(capsys, ["train-behaviour", "hopper-random"], "no behaviour policy to train")
     write_d4rl(tmp_path / "w.hdf5", obs_dim=17, act_dim=6)
     _one_line_error(capsys, ["info", "hopper-medium", "--d4rl-path", str(tmp_path / "w.hdf5")], "expects 11")
+
+
+def test_train_behaviour_passes_no_progress(tmp_path, monkeypatch, capsys):
+    import empo.data.behaviour as behaviour
+
+    seen = []
+
+    def fake_train(env_name, out, **kwargs):
+        seen.append((env_name, kwargs["progress"], kwargs["until"]))
+        return {"reached": {"medium": {"train_steps": 10, "stochastic_return": 1.0}}}
+
+    monkeypatch.setattr(behaviour, "train_behaviour", fake_train)
+    argv = ["train-behaviour", "hopper-medium", "--out", str(tmp_path / "b"), "--max-steps", "10000"]
+    assert main(argv) == 0
+    assert main([*argv, "--no-progress"]) == 0
+    assert seen == [("hopper", True, "medium"), ("hopper", False, "medium")]
+    assert "hopper-medium: step 10" in capsys.readouterr().out

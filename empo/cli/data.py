@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="copy the resulting policies into the package's shipped policies (for maintainers)",
     )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs written to a file)")
 
     suite = sub.add_parser(
         "suite",
@@ -213,7 +214,8 @@ def cmd_train_behaviour(args: argparse.Namespace) -> int:
     started = time.time()
     threads = start_threads(args.threads)
     state = train_behaviour(task.env.name, out, until=until, seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every,
-                            confirm_episodes=args.confirm_episodes, threads=threads, suite_every=args.suite_every)
+                            confirm_episodes=args.confirm_episodes, threads=threads, suite_every=args.suite_every,
+                            progress=not args.no_progress)
     for level, meta in state["reached"].items():
         print(f"{task.env.name}-{level}: step {meta['train_steps']}, stochastic return {meta['stochastic_return']:.1f}")
     if args.install:
