@@ -65,22 +65,23 @@ def test_errors_are_one_line(tmp_path, capsys):
     _one_line_error(capsys, ["info", "hopper-medium", "--task", "hopper-random"], "two different tasks")
     _one_line_error(capsys, ["build", "hopper-random", "--size", "0"], "--size must be positive")
     _one_line_error(capsys, ["train-behaviour", "hopper-random"], "no behaviour policy to train")
+    _one_line_error(capsys, ["train-behaviour", "hopper-medium", "--checkpoint-every", "0"], "--checkpoint-every")
     write_d4rl(tmp_path / "w.hdf5", obs_dim=17, act_dim=6)
     _one_line_error(capsys, ["info", "hopper-medium", "--d4rl-path", str(tmp_path / "w.hdf5")], "expects 11")
 
 
-def test_train_behaviour_passes_no_progress(tmp_path, monkeypatch, capsys):
+def test_train_behaviour_passes_progress_and_checkpoint_options(tmp_path, monkeypatch, capsys):
     import empo.data.behaviour as behaviour
 
     seen = []
 
     def fake_train(env_name, out, **kwargs):
-        seen.append((env_name, kwargs["progress"], kwargs["until"]))
+        seen.append((env_name, kwargs["progress"], kwargs["until"], kwargs["checkpoint_every"]))
         return {"reached": {"medium": {"train_steps": 10, "stochastic_return": 1.0}}}
 
     monkeypatch.setattr(behaviour, "train_behaviour", fake_train)
     argv = ["train-behaviour", "hopper-medium", "--out", str(tmp_path / "b"), "--max-steps", "10000"]
     assert main(argv) == 0
-    assert main([*argv, "--no-progress"]) == 0
-    assert seen == [("hopper", True, "medium"), ("hopper", False, "medium")]
+    assert main([*argv, "--no-progress", "--checkpoint-every", "2000"]) == 0
+    assert seen == [("hopper", True, "medium", 50_000), ("hopper", False, "medium", 2000)]
     assert "hopper-medium: step 10" in capsys.readouterr().out

@@ -249,6 +249,39 @@ def test_overshooting_the_medium_band_takes_a_snapshot_inside_it(tmp_path):
     assert np.load(out / "medium_replay.npz")["observations"].shape[0] == medium["train_steps"] - 1
 
 
+def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(tmp_path, monkeypatch):
+    """SIGTERM during an evaluation: the run stops at the next step with a checkpoint there (not the
+    periodic one), raises KeyboardInterrupt, and the same call resumes from that step."""
+    import os
+    import signal
+
+    from stable_baselines3 import SAC
+
+    import empo.data.behaviour as behaviour
+
+    def evaluate_then_stop(actor, gym_id, episodes, seed, deterministic=False):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0.0, 1.0
+
+    monkeypatch.setattr(behaviour, "evaluate_actor", evaluate_then_stop)
+    out = tmp_path / "hopper"
+    logs: list[str] = []
+    kwargs = dict(until="medium", max_steps=400, eval_every=150, eval_episodes=2, learning_starts=100,
+                  bands={"medium": (50.0, None)}, confirm_episodes=0, checkpoint_every=10_000, progress=False,
+                  log=logs.append)
+    with pytest.raises(KeyboardInterrupt):
+        behaviour.train_behaviour("hopper", out, **kwargs)
+    assert SAC.load(out / "checkpoint.zip", device="cpu").num_timesteps == 151
+    assert "stopped at step 151" in logs[-1]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+    monkeypatch.setattr(behaviour, "evaluate_actor", lambda actor, gym_id, episodes, seed, deterministic=False: (60.0, 1.0))
+    state = behaviour.train_behaviour("hopper", out, **kwargs)
+    assert "hopper: resuming from step 151" in logs
+    assert state["reached"]["medium"]["train_steps"] == 300
+    assert [e["step"] for e in state["evaluations"]] == [150, 300]
+
+
 def test_choose_in_band_prefers_the_centre_of_the_band():
     import torch
 

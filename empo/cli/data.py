@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
             "On a 2-core CPU SAC runs at about 160 steps/s with a core to itself; halfcheetah reached medium after "
             "90k steps (37 min on a shared CPU), hopper after 155k (27 min), walker2d after 335k (2.4 h), "
             "expert levels longer (hopper expert after 230k steps, 65 min; halfcheetah expert after 475k, 5.7 h; walker2d expert after 500k, 2.6 h; both on a shared CPU). A policy in the band over 10 episodes must stay in it over --confirm-episodes. "
-            "Interrupted runs resume from their last checkpoint (every 50k steps)."
+            "Ctrl-C or SIGTERM writes a checkpoint at the next step and stops; the same command resumes from it, "
+            "as it does from the periodic checkpoint (--checkpoint-every) after a run was killed."
         ),
     )
     _add_task_args(train, "ENV-medium, ENV-medium-replay, ENV-expert or ENV-medium-expert")
@@ -128,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEPS",
         help="also keep the actor every STEPS env steps (a multiple of --eval-every) in OUT/suite/ with its "
         "evaluation: a suite of policies of graded quality for off-policy evaluation (default: 0, none)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=50_000,
+        metavar="STEPS",
+        help="write a resumable checkpoint (agent and replay buffer, a few hundred MB) every STEPS env steps "
+        "(default: 50,000)",
     )
     add_threads_argument(train)
     train.add_argument(
@@ -215,7 +224,7 @@ def cmd_train_behaviour(args: argparse.Namespace) -> int:
     threads = start_threads(args.threads)
     state = train_behaviour(task.env.name, out, until=until, seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every,
                             confirm_episodes=args.confirm_episodes, threads=threads, suite_every=args.suite_every,
-                            progress=not args.no_progress)
+                            checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
     for level, meta in state["reached"].items():
         print(f"{task.env.name}-{level}: step {meta['train_steps']}, stochastic return {meta['stochastic_return']:.1f}")
     if args.install:

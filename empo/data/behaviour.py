@@ -9,7 +9,10 @@ kept (a few hundred kB), so datasets can be rebuilt by collecting alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +226,35 @@ def choose_in_band(candidates: list[Candidate], band: Band) -> tuple[Candidate, 
     return min(candidates, key=lambda c: min(abs(c.mean - low), abs(c.mean - (high if high is not None else low)))), False
 
 
+class _StopRequest:
+    """Ctrl-C or SIGTERM asks the training loop to stop at its next step.
+
+    Interrupting stable-baselines3 inside a step could leave the replay buffer and the step count
+    apart; so the first signal only sets ``requested`` and the callback writes a checkpoint at a step
+    boundary. A second signal interrupts at once (the last checkpoint stays).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def on_signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def train_behaviour(
     env_name: str,
     out_dir: Path,
@@ -253,6 +285,8 @@ def train_behaviour(
     (the replay buffer when medium was reached), ``state.json`` and a resumable checkpoint. With
     ``suite_every`` (a multiple of ``eval_every``) the actor is also kept every that many steps in
     ``suite/`` with its evaluation: policies of graded quality for off-policy evaluation.
+    A checkpoint is written every ``checkpoint_every`` steps and, on Ctrl-C or SIGTERM, at the next
+    step before :class:`KeyboardInterrupt` is raised: the same call resumes from it.
     """
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
@@ -265,6 +299,8 @@ def train_behaviour(
         raise EmpoError(f"--suite-every must be a multiple of --eval-every ({eval_every}), got {suite_every}")
     if until not in ("medium", "expert"):
         raise EmpoError(f"--until must be 'medium' or 'expert', got '{until}'")
+    if checkpoint_every < 1:
+        raise EmpoError(f"--checkpoint-every must be a positive number of steps, got {checkpoint_every}")
     spec = ENVS[env_name]
     bands = {**default_bands(spec), **(bands or {})}
     check_behaviour_folder(out_dir, env_name)
@@ -299,10 +335,16 @@ def train_behaviour(
                     buffer_size=min(1_000_000, max_steps))
     started = time.time()
     wall_before = float(state["wall_seconds"])
+    stop = _StopRequest()
 
     def save_state() -> None:
         state["wall_seconds"] = wall_before + time.time() - started
         atomic_write_text(state_path, json.dumps(state, indent=2))
+
+    def save_checkpoint() -> None:
+        model.save(ckpt)
+        model.save_replay_buffer(buffer_ckpt)
+        save_state()
 
     def save_replay(path: Path, drop_last: int) -> None:
         """The replay buffer without its newest ``drop_last`` rows (those after the chosen snapshot)."""
@@ -338,10 +380,13 @@ def train_behaviour(
             if snapshots and steps % snapshot_every == 0 and steps % eval_every:
                 self.snapshots.append((steps, _actor_state_copy(model)))
                 del self.snapshots[:-snapshots]
+            if stop.requested:
+                save_checkpoint()
+                log(f"\n{env_name}: stopped at step {steps}; checkpoint written to {out_dir}; "
+                    "the same command resumes from it")
+                return False
             if steps % checkpoint_every == 0:
-                model.save(ckpt)
-                model.save_replay_buffer(buffer_ckpt)
-                save_state()
+                save_checkpoint()
             if steps % eval_every or steps < model.learning_starts:
                 return True
             if threads is not None:  # an empo.threads.ThreadCounter: re-count the free cores
@@ -424,12 +469,14 @@ def train_behaviour(
     callback = Thresholds()
     try:
         # one thread unless a ThreadCounter re-counts the free cores at every evaluation (empo/threads.py)
-        with torch_threads(threads.update() if threads is not None else 1):
+        with torch_threads(threads.update() if threads is not None else 1), stop.on_signals():
             model.learn(total_timesteps=max_steps - model.num_timesteps, callback=callback, reset_num_timesteps=False)
     finally:
         if callback.bar is not None:
             callback.bar.close()
         save_state()
+    if stop.requested and not all(level in state["reached"] for level in levels):
+        raise KeyboardInterrupt
     if not all(level in state["reached"] for level in levels):
         missing = [level for level in levels if level not in state["reached"]]
         log(f"{env_name}: stopped at {max_steps} steps without reaching {', '.join(missing)}")
