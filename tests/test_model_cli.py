@@ -93,3 +93,28 @@ def test_an_interrupted_fit_says_how_to_resume(stub_data, tmp_path, monkeypatch,
     assert main(["train", "--task", "hopper-medium", "--model", "etm", "--preset", "smoke", "--run-dir", str(out)]) == 130
     err = capsys.readouterr().err
     assert f"continue with: empo-model train --resume {out}" in err and f"--resume {out} --finish" in err
+
+
+def test_sigterm_is_an_interruption_that_says_how_to_resume(stub_data, tmp_path, monkeypatch, capsys):
+    """A scheduler's SIGTERM ends a command as Ctrl-C does (the resume hint, status 143), and the
+    process's own SIGTERM handler is put back afterwards."""
+    import os
+    import signal
+    import time
+
+    import empo.models
+
+    def terminated(transitions, task, config, out, **kwargs):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoint.pt").write_bytes(b"epoch 1")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives within this
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr(empo.models, "train_dynamics", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "etm"
+    assert main(["train", "--task", "hopper-medium", "--model", "etm", "--preset", "smoke", "--run-dir", str(out)]) == 143
+    err = capsys.readouterr().err
+    assert f"continue with: empo-model train --resume {out}" in err and "interrupted (SIGTERM)" in err
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +45,9 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
     - :class:`OSError` (a file that cannot be read or written, a full disk): ``error: FILE: reason``, status 2;
     - any other exception is a bug: ``error: internal error ...`` naming it and where it was
       raised, status 1;
-    - Ctrl-C: ``interrupted``, status 130.
+    - Ctrl-C: ``interrupted``, status 130; SIGTERM (a scheduler, ``kill``, a session that ends) is
+      handled the same way, status 143, so a training command says where it stopped and how to
+      resume instead of dying silently.
 
     ``--debug`` (anywhere among the arguments; removed before the command parses them) or
     ``EMPO_DEBUG=1`` prints the full traceback above the error line, for bug reports.
@@ -54,6 +58,14 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
         args = list(sys.argv[1:] if argv is None else argv)
         debug = debug_requested(args)
         args = [arg for arg in args if arg != DEBUG_FLAG]
+        terminated = []
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            terminated.append(signum)
+            raise KeyboardInterrupt
+
+        # signal handlers belong to the main thread; a command called from another thread keeps the default
+        previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
         try:
             return main(args)
         except EmpoError as exc:
@@ -67,8 +79,8 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
             print(f"error: {describe_os_error(exc)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+            print("interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr)
+            return 143 if terminated else 130
         except Exception as exc:  # a bug: say what and where in one line; the traceback on request
             if debug:
                 traceback.print_exc()
@@ -81,6 +93,9 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
                 file=sys.stderr,
             )
             return 1
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
