@@ -260,7 +260,7 @@ BUILD = lambda ws: ["build", "hopper-random", "--no-progress", "--size", "50"]  
 for opt in ("--size", "--seed", "--envs"):
     numeric_cases("empo-data build", opt, BUILD, zero_ok=opt == "--seed")
 TRAIN_BEHAVIOUR = lambda ws: ["train-behaviour", "hopper-medium", "--out", str(ws.root / "behaviour"), "--max-steps", "10000"]  # noqa: E731
-for opt in ("--seed", "--max-steps", "--eval-every", "--confirm-episodes", "--suite-every", "--threads"):
+for opt in ("--seed", "--max-steps", "--eval-every", "--confirm-episodes", "--suite-every", "--checkpoint-every", "--threads"):
     numeric_cases("empo-data train-behaviour", opt, TRAIN_BEHAVIOUR, zero_ok=opt in ("--seed", "--confirm-episodes", "--suite-every"))
 SUITE = lambda ws: ["suite", "halfcheetah", "--from", str(ws.root / "behaviour"), "--out", str(ws.root / "suites")]  # noqa: E731
 for opt in ("--count", "--episodes", "--seed"):

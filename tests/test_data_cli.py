@@ -65,7 +65,6 @@ def test_errors_are_one_line(tmp_path, capsys):
     _one_line_error(capsys, ["info", "hopper-medium", "--task", "hopper-random"], "two different tasks")
     _one_line_error(capsys, ["build", "hopper-random", "--size", "0"], "--size must be positive")
     _one_line_error(capsys, ["train-behaviour", "hopper-random"], "no behaviour policy to train")
-    _one_line_error(capsys, ["train-behaviour", "hopper-medium", "--checkpoint-every", "0"], "--checkpoint-every")
     write_d4rl(tmp_path / "w.hdf5", obs_dim=17, act_dim=6)
     _one_line_error(capsys, ["info", "hopper-medium", "--d4rl-path", str(tmp_path / "w.hdf5")], "expects 11")
 
