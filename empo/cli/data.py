@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--checkpoint-every",
-        type=positive_int,
+        type=int_range(1, MAX_STEPS),
         default=50_000,
         metavar="STEPS",
         help="write a resumable checkpoint (agent and replay buffer, a few hundred MB) every STEPS env steps "
