@@ -81,6 +81,29 @@ def test_fqe_finds_closed_form_values():
     assert curve["value"][0] < curve["value"][-1] == pytest.approx(fqe.estimate([policy])[0])
 
 
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_fqe_fits_policies_together_as_it_fits_them_one_at_a_time(layer_norm):
+    """Stacked weights are a speed-up, not a change: three policies fitted together get the curves
+    and Q networks that three separate fits get (same initial weights and minibatches each)."""
+    data = mdp_data(600, reward_from_action=True, terminal=False)
+    policies = [constant_policy(0.5), constant_policy(-0.25),
+                OPEPolicy("tilted", lambda obs: torch.tanh(obs[:, : HOPPER.act_dim]), "test")]
+    kwargs = dict(steps=250, batch_size=64, hidden=(32, 32), lr=1e-3, tau=0.05, gamma=0.9, seed=3, layer_norm=layer_norm)
+    together = FQE(data, HOPPER, policies_at_once=3, **kwargs)
+    alone = FQE(data, HOPPER, policies_at_once=1, **kwargs)
+    np.testing.assert_allclose(together.estimate(policies), alone.estimate(policies), rtol=1e-4, atol=1e-5)
+    for policy in policies:
+        assert together.curves[policy.name]["updates"] == [250]
+        np.testing.assert_allclose(together.curves[policy.name]["loss"], alone.curves[policy.name]["loss"], rtol=1e-4)
+    # the networks handed back are the members of the stack, as plain modules
+    fits = together.fit_together(policies)
+    x = torch.randn(5, HOPPER.obs_dim + HOPPER.act_dim)
+    for (q, _), policy in zip(fits, policies, strict=True):
+        single, _ = alone.fit(policy)
+        torch.testing.assert_close(q(x), single(x), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(fits[0][0](x), fits[1][0](x))  # each policy its own network
+
+
 def test_fqe_with_layer_norm_finds_the_closed_form_value():  # the default since 2026-12-07
     data = mdp_data(2000, reward_from_action=False, terminal=False)
     fqe = FQE(data, HOPPER, steps=3000, batch_size=128, hidden=(64, 64), lr=1e-3, tau=0.05, gamma=0.9, seed=0)
@@ -258,13 +281,14 @@ def test_empo_ope_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch, capsys):
     from empo.evaluation import ope
 
     built = []
-    monkeypatch.setattr(ope.FQE, "fit", lambda self, policy, fit=ope.FQE.fit: built.append((self.tau, self.lr)) or fit(self, policy))
+    monkeypatch.setattr(ope.FQE, "fit_together", lambda self, policies, bar=None, fit=ope.FQE.fit_together:
+                        built.append((self.tau, self.lr, len(policies))) or fit(self, policies, bar))
     fast = tmp_path / "fast"
     assert main(["--task", "hopper-medium", "--policies", "random", str(POLICIES / "hopper-medium.pt"), "--preset", "smoke",
                  "--estimators", "fqe", "--episodes", "2", "--fqe-steps", "50", "--fqe-tau", "0.05", "--fqe-lr", "1e-3",
                  "--out", str(fast), "--no-progress", "--device", "cpu"]) == 0
     fast_config = json.loads((fast / "metrics.json").read_text())["config"]
-    assert (fast_config["fqe_tau"], fast_config["fqe_lr"]) == (0.05, 1e-3) and built == [(0.05, 1e-3)] * 2
+    assert (fast_config["fqe_tau"], fast_config["fqe_lr"]) == (0.05, 1e-3) and built == [(0.05, 1e-3, 2)]  # both policies in one fit
     assert "FQE 50 updates (tau 0.05, lr 0.001)" in (fast / "report.md").read_text()
     assert main(["--task", "hopper-medium", "--policies", "random", "random", "--fqe-tau", "0"]) == 2
     assert main(["--task", "hopper-medium", "--policies", "random", "random", "--fqe-lr", "2"]) == 2

@@ -377,6 +377,56 @@ def widened_range(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------ FQE
+class _StackedQ(nn.Module):
+    """P Q networks of one architecture in stacked weights: [P, B, in] -> [P, B].
+
+    Each member computes what ``nn.Sequential(Linear, [LayerNorm], ReLU, ..., Linear)`` computes,
+    with its own weights; one batched matmul a layer instead of P small ones. Adam acts on each
+    element alone, so one optimizer over the stacked weights trains P independent networks.
+    """
+
+    def __init__(self, template: nn.Sequential, members: int) -> None:
+        super().__init__()
+        linears = [m for m in template if isinstance(m, nn.Linear)]
+        norms = [m for m in template if isinstance(m, nn.LayerNorm)]
+        self.layer_norm = bool(norms)
+        stack = lambda t: nn.Parameter(t.detach().unsqueeze(0).repeat(members, *([1] * t.dim())).clone())  # noqa: E731
+        self.weights = nn.ParameterList([stack(m.weight.t()) for m in linears])  # [P, in, out]
+        self.biases = nn.ParameterList([stack(m.bias.unsqueeze(0)) for m in linears])  # [P, 1, out]
+        self.norm_weights = nn.ParameterList([stack(m.weight.unsqueeze(0)) for m in norms])
+        self.norm_biases = nn.ParameterList([stack(m.bias.unsqueeze(0)) for m in norms])
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(bias, x, weight)
+            if i < last:
+                if self.layer_norm:
+                    x = nn.functional.layer_norm(x, x.shape[-1:]) * self.norm_weights[i] + self.norm_biases[i]
+                x = torch.relu(x)
+        return x.squeeze(-1)
+
+    def member(self, index: int) -> nn.Sequential:
+        """Member ``index`` as a plain ``nn.Sequential`` on [B, in] (a copy)."""
+        layers: list[nn.Module] = []
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            linear = nn.Linear(weight.shape[1], weight.shape[2]).to(weight.device)
+            with torch.no_grad():
+                linear.weight.copy_(weight[index].t())
+                linear.bias.copy_(bias[index, 0])
+            layers.append(linear)
+            if i < last:
+                if self.layer_norm:
+                    norm = nn.LayerNorm(weight.shape[2]).to(weight.device)
+                    with torch.no_grad():
+                        norm.weight.copy_(self.norm_weights[i][index, 0])
+                        norm.bias.copy_(self.norm_biases[i][index, 0])
+                    layers.append(norm)
+                layers.append(nn.ReLU())
+        return nn.Sequential(*layers)
+
+
 class FQE:
     """Fitted Q evaluation of each fixed policy on the dataset (hand-written, on the device).
 
@@ -385,6 +435,11 @@ class FQE:
     Huber loss, Adam; value = mean Q(s0, pi(s0)) over the dataset's episode-initial states.
     ``layer_norm`` (default on) puts a LayerNorm after each hidden layer: without it the fits of
     walker2d-medium's suite diverged (docs/evaluation.md, "Has FQE converged?").
+
+    Up to ``policies_at_once`` policies are fitted together in stacked weights (:class:`_StackedQ`):
+    the same fits as one at a time (the same initial weights and minibatches for every policy, each
+    with its own weights, target and Adam state), at a fraction of the calls; the policies' actions
+    at every next state are held for the group (``policies_at_once`` x rows x action floats).
 
     ``curves`` keeps, per policy name, the fit's mean loss and its value estimate every
     ``CURVE_EVERY`` updates: whether the estimate had settled when the fit ended (a value still
@@ -411,11 +466,15 @@ class FQE:
         progress: bool = False,
         layer_norm: bool = True,
         horizon_units: bool = False,
+        policies_at_once: int = 16,
     ) -> None:
         if steps < 1:
             raise EmpoError(f"--fqe-steps must be at least 1, got {steps}")
+        if policies_at_once < 1:
+            raise EmpoError(f"policies_at_once must be at least 1, got {policies_at_once}")
         self.task, self.steps, self.batch_size, self.hidden = task, steps, batch_size, tuple(hidden)
         self.lr, self.tau, self.gamma, self.seed, self.layer_norm = lr, tau, gamma, seed, layer_norm
+        self.policies_at_once = policies_at_once
         self.device = torch.device(device)
         self.data = dataset.qlearning().to_tensors(self.device)
         self.starts = torch.as_tensor(initial_states(dataset, starts, seed), device=self.device)
@@ -425,7 +484,7 @@ class FQE:
         self.progress = progress
         self.curves: dict[str, dict[str, list[float]]] = {}
 
-    def _q_network(self) -> nn.Module:
+    def _q_network(self) -> nn.Sequential:
         layers: list[nn.Module] = []
         width = self.task.obs_dim + self.task.act_dim
         for size in self.hidden:
@@ -435,57 +494,75 @@ class FQE:
         return nn.Sequential(*layers).to(self.device)
 
     def fit(self, policy: OPEPolicy) -> tuple[nn.Module, dict[str, list[float]]]:
-        """The trained Q network of ``policy`` and its curve: ``updates``, the mean ``loss`` of the
-        last ``CURVE_EVERY`` updates and the ``value`` estimate after them."""
+        """The trained Q network of ``policy`` and its curve (:meth:`fit_together` of one)."""
+        return self.fit_together([policy])[0]
+
+    def fit_together(self, policies: Sequence[OPEPolicy], bar: Any = None) -> list[tuple[nn.Module, dict[str, list[float]]]]:
+        """Each policy's trained Q network and its curve: ``updates``, the mean ``loss`` of the
+        last ``CURVE_EVERY`` updates and the ``value`` estimate after them; all fitted at once."""
         torch.manual_seed(self.seed)
-        q = self._q_network()
+        q = _StackedQ(self._q_network(), len(policies))
         target = copy.deepcopy(q).requires_grad_(False)
         optimizer = torch.optim.Adam(q.parameters(), lr=self.lr)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
         data, n = self.data, self.data["observations"].shape[0]
-        curve: dict[str, list[float]] = {"updates": [], "loss": [], "value": []}
-        running = torch.zeros((), device=self.device)
+        members = len(policies)
+        curves: list[dict[str, list[float]]] = [{"updates": [], "loss": [], "value": []} for _ in policies]
+        running = torch.zeros(members, device=self.device)
         with torch.no_grad():
-            # the policy's actions at every next state, once: the policy is fixed
-            next_actions = torch.cat([
-                policy.act(data["next_observations"][i : i + 65536]).to(self.device) for i in range(0, n, 65536)
+            # the policies' actions at every next state, once: the policies are fixed
+            next_actions = torch.stack([
+                torch.cat([policy.act(data["next_observations"][i : i + 65536]).to(self.device) for i in range(0, n, 65536)])
+                for policy in policies
             ])
-            start_actions = policy.act(self.starts).to(self.device)
+            start_inputs = torch.stack([torch.cat([self.starts, policy.act(self.starts).to(self.device)], -1) for policy in policies])
+        rewards = data["rewards"] / self.reward_scale
+        continues = self.gamma * (1 - data["terminals"])
+        last_curve = 0
         for step in range(self.steps):
             index = torch.randint(n, (self.batch_size,), generator=generator, device=self.device)
-            obs, act = data["observations"][index], data["actions"][index]
+            inputs = torch.cat([data["observations"][index], data["actions"][index]], -1).expand(members, -1, -1)
             with torch.no_grad():
-                next_q = target(torch.cat([data["next_observations"][index], next_actions[index]], -1)).squeeze(-1)
-                y = data["rewards"][index] / self.reward_scale + self.gamma * (1 - data["terminals"][index]) * next_q
-            loss = nn.functional.smooth_l1_loss(q(torch.cat([obs, act], -1)).squeeze(-1), y)
+                next_obs = data["next_observations"][index].expand(members, -1, -1)
+                next_q = target(torch.cat([next_obs, next_actions[:, index]], -1))
+                y = rewards[index] + continues[index] * next_q
+            # the sum of each policy's mean loss: each network gets the gradient of its own loss
+            losses = nn.functional.smooth_l1_loss(q(inputs), y, reduction="none").mean(-1)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.sum().backward()
             optimizer.step()
             with torch.no_grad():
                 for p_target, p in zip(target.parameters(), q.parameters(), strict=True):
                     p_target.lerp_(p, self.tau)
-            running += loss.detach()
+            running += losses.detach()
             done = step + 1
+            if bar is not None:
+                bar.update(members)
             if done % self.CURVE_EVERY == 0 or done == self.steps:
-                curve["loss"].append(float(running) / (done - (curve["updates"][-1] if curve["updates"] else 0)))
-                curve["updates"].append(done)
-                curve["value"].append(self._start_value(q, start_actions))
+                with torch.no_grad():
+                    values = (q(start_inputs).mean(-1) * self.reward_scale).tolist()
+                mean_losses = (running / (done - last_curve)).tolist()
+                for curve, loss, value in zip(curves, mean_losses, values, strict=True):
+                    curve["updates"].append(done)
+                    curve["loss"].append(loss)
+                    curve["value"].append(value)
+                last_curve = done
                 running.zero_()
-        return q, curve
-
-    @torch.no_grad()
-    def _start_value(self, q: nn.Module, start_actions: Tensor) -> float:
-        return float(q(torch.cat([self.starts, start_actions], -1)).mean()) * self.reward_scale
+        return [(q.member(i), curve) for i, curve in enumerate(curves)]
 
     def estimate(self, policies: Sequence[OPEPolicy]) -> np.ndarray:
         from tqdm.auto import tqdm
 
         restart(policies)
         values = []
-        for policy in tqdm(policies, desc="FQE", unit="policy", disable=not self.progress):
-            with torch.enable_grad():
-                _, self.curves[policy.name] = self.fit(policy)
-            values.append(self.curves[policy.name]["value"][-1])
+        with tqdm(total=len(policies) * self.steps, desc="FQE", unit="update", unit_scale=True, disable=not self.progress) as bar:
+            for first in range(0, len(policies), self.policies_at_once):
+                group = policies[first : first + self.policies_at_once]
+                with torch.enable_grad():
+                    fits = self.fit_together(group, bar=bar)
+                for policy, (_, curve) in zip(group, fits, strict=True):
+                    self.curves[policy.name] = curve
+                    values.append(curve["value"][-1])
         return np.asarray(values)
 
 
