@@ -437,9 +437,10 @@ class FQE:
     walker2d-medium's suite diverged (docs/evaluation.md, "Has FQE converged?").
 
     Up to ``policies_at_once`` policies are fitted together in stacked weights (:class:`_StackedQ`):
-    the same fits as one at a time (the same initial weights and minibatches for every policy, each
-    with its own weights, target and Adam state), at a fraction of the calls; the policies' actions
-    at every next state are held for the group (``policies_at_once`` x rows x action floats).
+    the same fits as one at a time but for float rounding (the same initial weights and minibatches
+    for every policy, each with its own weights, target and Adam state), in one call a layer instead
+    of one per policy; the policies' actions at every next state are held for the group
+    (``policies_at_once`` x rows x action floats).
 
     ``curves`` keeps, per policy name, the fit's mean loss and its value estimate every
     ``CURVE_EVERY`` updates: whether the estimate had settled when the fit ended (a value still
