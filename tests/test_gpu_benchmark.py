@@ -29,5 +29,8 @@ def test_gpu_benchmark_cpu_smoke_writes_every_figure(tmp_path, monkeypatch):
         (what, published) for what in ("rollout step", "ETM training step") for published in (True, False)
     }
     assert all(r["seconds"] > 0 for r in warm) and figures["warm"]["ftm_step_seconds"] > 0
+    fqe = figures["fqe"]
+    assert fqe["policies"] == 12 and fqe["ratio"] > 0 and fqe["together"]["policy_updates_per_s"] > 0
     report = (tmp_path / "report.md").read_text()
     assert "SAC updates/s" in report and "Langevin sampler" in report and "whole paper-preset run" in report and "Warm-started chains" in report
+    assert "## FQE: 12 policies" in report

@@ -21,6 +21,8 @@ keeps what it measured; OUT/report.md is the table):
             synthetic hopper data (the cost of a step does not depend on the fit)
   warm      the quick-warm recipe's chains (mean-head start, 10 steps) against the published
             starts at the paper's net: rollout step x an FTM step, ETM training step
+  fqe       FQE on a 12-policy suite: one policy at a time against all together in stacked
+            weights (256x256 Q with LayerNorm, batch 256): policy-updates/s
   projection what a whole paper-preset run (ETM fit + 3M SAC updates) takes at these rates
 
 Only the timed region is synchronised; medians over repeats after a warm-up.
@@ -68,6 +70,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "data_rows": 200_000,
         "ceiling_n": 8192,
         "fit_batch": None,  # the preset's
+        "fqe_updates": 2000,
     },
     # reduced sizes for a 2-core CPU; rates per transition / update are comparable
     "cpu": {
@@ -83,6 +86,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "data_rows": 50_000,
         "ceiling_n": 2048,
         "fit_batch": 32,
+        "fqe_updates": 200,
     },
     # seconds: checks that every section runs
     "smoke": {
@@ -98,6 +102,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "data_rows": 3000,
         "ceiling_n": 256,
         "fit_batch": 8,
+        "fqe_updates": 3,
     },
 }
 
@@ -679,6 +684,18 @@ def report(figures: dict[str, Any], command: str, profile: str) -> str:
                 f"{fmt(r.get('transitions_per_s'))} | {fmt(r.get('x_ftm_step'))} | {fmt(r.get('seconds_at_1024'))} | {fmt(r['peak_gib'])} |"
             )
         lines.append("")
+    if "fqe" in figures and "ratio" in figures["fqe"]:
+        f = figures["fqe"]
+        lines += [
+            f"## FQE: {f['policies']} policies, {f['updates']} updates each, {f['rows']:,} synthetic rows",
+            "",
+            "| fit | s | policy-updates/s | peak GiB |",
+            "|---|---|---|---|",
+        ]
+        for key in ("one_at_a_time", "together"):
+            r = f[key]
+            lines.append(f"| {key.replace('_', ' ')} | {fmt(r['seconds'])} | {fmt(r['policy_updates_per_s'])} | {fmt(r['peak_gib'])} |")
+        lines += ["", f"Together {f['ratio']:.2f}x as fast.", ""]
     if "projection" in figures and figures["projection"]:
         p = figures["projection"]
         lines += ["## A whole paper-preset run at these rates", "", "| quantity | value |", "|---|---|"]
@@ -690,6 +707,37 @@ def report(figures: dict[str, Any], command: str, profile: str) -> str:
     return "\n".join(lines)
 
 
+def section_fqe(device: torch.device, prof: dict[str, Any]) -> dict[str, Any]:
+    """FQE's fits of a 12-policy suite on synthetic hopper data, one at a time and together."""
+    from bench_loop import synthetic
+
+    from empo.data.tasks import get_task
+    from empo.evaluation.ope import FQE, OPEPolicy
+
+    task = get_task("hopper-medium")
+    transitions = synthetic(task, prof["data_rows"])
+    generator = torch.Generator().manual_seed(0)
+
+    def linear_policy(i: int) -> OPEPolicy:
+        weight = (torch.randn(task.obs_dim, task.act_dim, generator=generator) * 0.3).to(device)
+        return OPEPolicy(f"linear{i}", lambda obs, weight=weight: torch.tanh(obs.to(device) @ weight), "bench")
+
+    policies = [linear_policy(i) for i in range(12)]
+    steps = prof["fqe_updates"]
+    out: dict[str, Any] = {"policies": len(policies), "updates": steps, "rows": prof["data_rows"]}
+    for label, at_once in (("one_at_a_time", 1), ("together", len(policies))):
+        fqe = FQE(transitions, task, steps=steps, device=device, policies_at_once=at_once)
+        reset_peak(device)
+        sync(device)
+        started = time.perf_counter()
+        fqe.estimate(policies)
+        sync(device)
+        seconds = time.perf_counter() - started
+        out[label] = {"seconds": seconds, "policy_updates_per_s": steps * len(policies) / seconds, "peak_gib": peak_gib(device)}
+    out["ratio"] = out["one_at_a_time"]["seconds"] / out["together"]["seconds"]
+    return out
+
+
 SECTIONS: dict[str, Callable[[torch.device, dict[str, Any]], dict[str, Any]]] = {
     "env": section_env,
     "sac": section_sac,
@@ -698,6 +746,7 @@ SECTIONS: dict[str, Callable[[torch.device, dict[str, Any]], dict[str, Any]]] = 
     "etm_train": section_etm_train,
     "loop": section_loop,
     "warm": section_warm,
+    "fqe": section_fqe,
 }
 
 
