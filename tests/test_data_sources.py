@@ -272,6 +272,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         behaviour.train_behaviour("hopper", out, **kwargs)
     assert SAC.load(out / "checkpoint.zip", device="cpu").num_timesteps == 151
+    assert not list(out.glob("*.tmp"))  # written through temporary files, renamed into place
     assert "stopped at step 151" in logs[-1]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 

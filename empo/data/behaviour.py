@@ -342,8 +342,9 @@ def train_behaviour(
         atomic_write_text(state_path, json.dumps(state, indent=2))
 
     def save_checkpoint() -> None:
-        model.save(ckpt)
-        model.save_replay_buffer(buffer_ckpt)
+        # each file through a temporary one: a run killed while saving keeps its last checkpoint whole
+        atomic_write(buffer_ckpt, model.save_replay_buffer)
+        atomic_write(ckpt, model.save)
         save_state()
 
     def save_replay(path: Path, drop_last: int) -> None:
