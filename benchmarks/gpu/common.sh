@@ -24,3 +24,24 @@ time_left() {
     if [ "$LIMIT" -lt "$1" ]; then echo "less than $1 s left before DEADLINE=$DEADLINE: no runs"; exit 5; fi
     echo "runs get $LIMIT s"
 }
+
+# build_datasets SIZE TASK...: builds the tasks' datasets side by side on the machine's CPU (logs in
+# $WORK/build-TASK.log) and prints each build's last line and checksum: the device's build can differ
+# from the CPU machine's (README, "Data"), so compare with `empo-data info TASK` there. Stops the
+# script (exit 4) when a build failed.
+build_datasets() {
+    local size=$1 task failed
+    local pids=()
+    shift
+    for task in "$@"; do
+        python3 -m empo.cli.data build "$task" --size "$size" --no-progress > "$WORK/build-$task.log" 2>&1 &
+        pids+=($!)
+    done
+    wait_all "${pids[@]}"; failed=$?
+    for task in "$@"; do
+        grep -v Warning "$WORK/build-$task.log" | tail -n 1
+        python3 -m empo.cli.data info "$task" 2>/dev/null | tail -n 1
+    done
+    echo "datasets: $(elapsed) s"
+    if [ "$failed" != 0 ]; then echo "a dataset build failed (its log: above)"; exit 4; fi
+}

@@ -22,18 +22,8 @@ WORK="${WORK:-/tmp/empo-fqe}"
 TASKS="${TASKS:-halfcheetah-medium walker2d-medium hopper-medium}"; STEPS="${STEPS:-200000}"
 SIZE="${SIZE:-1000000}"; DEADLINE="${DEADLINE:-540}"; MIN_TASK="${MIN_TASK:-120}"; DEVICE="${DEVICE:-cuda}"
 . benchmarks/gpu/common.sh
-pids=()
-for task in $TASKS; do
-    python3 -m empo.cli.data build "$task" --size "$SIZE" --no-progress > "$WORK/build-$task.log" 2>&1 &
-    pids+=($!)
-done
-wait_all "${pids[@]}"; build_failed=$?
-for task in $TASKS; do
-    grep -v Warning "$WORK/build-$task.log" | tail -n 1
-    python3 -m empo.cli.data info "$task" 2>/dev/null | tail -n 1
-done
-echo "datasets: $(elapsed) s"
-if [ "$build_failed" != 0 ]; then echo "a dataset build failed (its log: above); no FQE"; exit 4; fi
+# shellcheck disable=SC2086
+build_datasets "$SIZE" $TASKS
 status=0
 for task in $TASKS; do
     time_left "$MIN_TASK"

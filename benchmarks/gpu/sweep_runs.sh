@@ -21,19 +21,8 @@ TASKS="${TASKS:-hopper-medium}"; ALGOS="${ALGOS:-empo mopo}"; SEEDS="${SEEDS:-0}
 WORKERS="${WORKERS:-2}"; SIZE="${SIZE:-1000000}"; DEADLINE="${DEADLINE:-540}"; DEVICE="${DEVICE:-cuda}"
 GRAPH=true; [ "$DEVICE" = cpu ] && GRAPH=false  # the CUDA graph needs CUDA (a CPU try of the script)
 . benchmarks/gpu/common.sh
-pids=()
-for task in $TASKS; do
-    python3 -m empo.cli.data build "$task" --size "$SIZE" --no-progress > "$WORK/build-$task.log" 2>&1 &
-    pids+=($!)
-done
-wait_all "${pids[@]}"; build_failed=$?
-for task in $TASKS; do
-    grep -v Warning "$WORK/build-$task.log" | tail -n 1
-    # the device's build can differ from the CPU machine's (README, "Data"): compare with `empo-data info TASK` there
-    python3 -m empo.cli.data info "$task" 2>/dev/null | tail -n 1
-done
-echo "datasets: $(elapsed) s"
-if [ "$build_failed" != 0 ]; then echo "a dataset build failed (its log: above); no runs"; exit 4; fi
+# shellcheck disable=SC2086
+build_datasets "$SIZE" $TASKS
 time_left 60
 # SIGINT, as Ctrl-C: each run stops at its epoch and the index records it as interrupted
 # shellcheck disable=SC2086
